@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Starts and stops a real Kubernetes control plane on loopback: etcd, kube-apiserver and
+# kube-controller-manager (garbage collection and namespace deletion only), the same programs
+# envtest runs. No kubelet, no scheduler: pods never run, which the operator does not need.
+#
+#   scripts/control-plane.sh start DIR   build (cached) and start; writes DIR/kubeconfig, DIR/env
+#   scripts/control-plane.sh stop DIR    stop everything started in DIR
+#
+# DIR/env holds KUBECONFIG, the binaries' directory and the ports, for `source`.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+usage() {
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for() { # url deadline-seconds what [curl args...]
+  local url=$1 deadline=$(( $(date +%s) + $2 )) what=$3
+  shift 3
+  until curl -fsS --max-time 2 "$@" "$url" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "error: $what did not become ready at $url; its log follows" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+make_certs() {
+  local d=$1/pki
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=sforg-test-ca \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
+    -keyout "$d/apiserver.key" -out "$d/apiserver.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >"$d/apiserver.ext"
+  openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 2 -extfile "$d/apiserver.ext" -out "$d/apiserver.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=sforg-test-admin" \
+    -keyout "$d/admin.key" -out "$d/admin.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$d/admin.ext"
+  openssl x509 -req -in "$d/admin.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 2 -extfile "$d/admin.ext" -out "$d/admin.crt" 2>/dev/null
+  openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() { # dir port
+  local d=$1 port=$2
+  cat >"$d/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority-data: $(base64 -w0 <"$d/pki/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(base64 -w0 <"$d/pki/admin.crt")
+    client-key-data: $(base64 -w0 <"$d/pki/admin.key")
+contexts:
+- name: local
+  context: {cluster: local, user: admin, namespace: default}
+current-context: local
+EOF
+  chmod 600 "$d/kubeconfig"
+}
+
+start() {
+  local d=$1
+  mkdir -p "$d"
+  d=$(cd "$d" && pwd)
+  if [ -f "$d/pids" ]; then
+    echo "error: $d already holds a running control plane; run: $0 stop $d" >&2
+    exit 1
+  fi
+  local bin started
+  bin=$("$root/scripts/build-control-plane.sh")
+  started=$(date +%s.%N)
+  make_certs "$d"
+  : >"$d/pids"
+
+  local etcd_port etcd_peer api_port
+  etcd_port=$(free_port)
+  etcd_peer=$(free_port)
+  api_port=$(free_port)
+
+  "$bin/etcd" --name=sforg-test --data-dir="$d/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
+    --initial-cluster="sforg-test=http://127.0.0.1:$etcd_peer" \
+    --unsafe-no-fsync=true --quota-backend-bytes=4294967296 --log-level=warn \
+    >"$d/etcd.log" 2>&1 &
+  echo "$! etcd" >>"$d/pids"
+  wait_for "http://127.0.0.1:$etcd_port/health" 60 etcd || { tail -20 "$d/etcd.log" >&2; stop "$d"; exit 1; }
+
+  "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --secure-port="$api_port" --cert-dir="$d/pki" \
+    --tls-cert-file="$d/pki/apiserver.crt" --tls-private-key-file="$d/pki/apiserver.key" \
+    --client-ca-file="$d/pki/ca.crt" --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.0.0.0/24 --disable-admission-plugins=ServiceAccount \
+    --service-account-issuer="https://127.0.0.1:$api_port/" \
+    --service-account-key-file="$d/pki/sa.pub" --service-account-signing-key-file="$d/pki/sa.key" \
+    --api-audiences="https://127.0.0.1:$api_port/" \
+    >"$d/apiserver.log" 2>&1 &
+  echo "$! kube-apiserver" >>"$d/pids"
+  write_kubeconfig "$d" "$api_port"
+  wait_for "https://127.0.0.1:$api_port/readyz" 120 kube-apiserver \
+    --cacert "$d/pki/ca.crt" --cert "$d/pki/admin.crt" --key "$d/pki/admin.key" \
+    || { tail -30 "$d/apiserver.log" >&2; stop "$d"; exit 1; }
+
+  "$bin/kube-controller-manager" --kubeconfig="$d/kubeconfig" \
+    --authentication-kubeconfig="$d/kubeconfig" --authorization-kubeconfig="$d/kubeconfig" \
+    --leader-elect=false --controllers=garbage-collector-controller,namespace-controller \
+    --secure-port=0 --use-service-account-credentials=false \
+    >"$d/controller-manager.log" 2>&1 &
+  echo "$! kube-controller-manager" >>"$d/pids"
+
+  cat >"$d/env" <<EOF
+export KUBECONFIG=$d/kubeconfig
+export SFORG_TEST_KUBECONFIG=$d/kubeconfig
+export SFORG_CONTROL_PLANE_BIN=$bin
+export SFORG_APISERVER_PORT=$api_port
+export SFORG_ETCD_PORT=$etcd_port
+export PATH=$bin:\$PATH
+EOF
+  local took
+  took=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
+  echo "control plane ready in ${took}s: https://127.0.0.1:$api_port (kubeconfig $d/kubeconfig)" >&2
+}
+
+stop() {
+  local d=$1
+  [ -f "$d/pids" ] || return 0
+  # Reverse order: controller-manager, apiserver, then etcd.
+  tac "$d/pids" | while read -r pid name; do
+    if kill "$pid" 2>/dev/null; then
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    : "$name"
+  done
+  rm -f "$d/pids"
+}
+
+[ $# -eq 2 ] || usage
+case $1 in
+  start) start "$2" ;;
+  stop) stop "$2" ;;
+  *) usage ;;
+esac

@@ -1,0 +1,424 @@
+//! The `SalesforceOrg` custom resource: what a person declares and what the operator reports.
+//!
+//! Validation lives in the schema (OpenAPI limits and CEL rules) so that the API server rejects
+//! a bad spec with a message that says what to write instead, before the controller sees it.
+//! The wire shape keeps `spec.auth` as three optional members because that is what users write;
+//! [`AuthFlow`] is the checked form the controller works with, where "exactly one" is a type.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The API group of every resource this operator defines.
+pub const GROUP: &str = "orgtokens.dev";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";
+
+/// A Salesforce org whose OAuth connection the operator keeps alive.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "orgtokens.dev",
+    version = "v1alpha1",
+    kind = "SalesforceOrg",
+    plural = "salesforceorgs",
+    shortname = "sforg",
+    category = "salesforce",
+    namespaced,
+    status = "SalesforceOrgStatus",
+    derive = "PartialEq",
+    doc = "A Salesforce org connection: how to authenticate, where its tokens live, and which backup CronJobs depend on it.",
+    printcolumn(
+        name = "Token",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "Valid, Expired, Pending or Unknown"
+    ),
+    printcolumn(name = "Org ID", type_ = "string", json_path = ".status.orgId"),
+    printcolumn(name = "Username", type_ = "string", json_path = ".status.username"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Held",
+        type_ = "string",
+        json_path = ".status.suspendedCronJobs",
+        description = "CronJobs suspended by this org",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reauth",
+        type_ = "string",
+        json_path = ".status.reauth.url",
+        description = "Open to log in to Salesforce again",
+        priority = 1
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.auth.clientCredentials) || !(self.loginUrl in ['https://login.salesforce.com', 'https://test.salesforce.com', 'https://login.salesforce.com/', 'https://test.salesforce.com/'])").message("the client credentials flow works only on the org's My Domain: set loginUrl to https://<mydomain>.my.salesforce.com").field_path(".loginUrl"))]
+pub struct SalesforceOrgSpec {
+    /// Where to log in: https://login.salesforce.com, https://test.salesforce.com (sandboxes) or the
+    /// org's My Domain URL. HTTPS only, no path. The operator sends credentials only to hosts that
+    /// the cluster administrator allows (see the operator's --allowed-login-domain).
+    #[schemars(length(min = 9, max = 253))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https'").message("loginUrl must be an https:// URL, for example https://login.salesforce.com"))]
+    #[x_kube(validation = Rule::new("!isURL(self) || (url(self).getEscapedPath() in ['', '/'] && url(self).getQuery().size() == 0 && !self.contains('#') && !self.contains('@'))").message("loginUrl must be the bare host with no path, query, fragment or user, for example https://acme.my.salesforce.com"))]
+    pub login_url: String,
+
+    /// How the operator authenticates: set exactly one of webServer, jwtBearer or clientCredentials.
+    pub auth: AuthSpec,
+
+    /// The Secret (in this namespace) where the operator keeps the tokens. The operator creates
+    /// and owns it; tokens never appear in status, events or logs.
+    pub token_secret_ref: TokenSecretRef,
+
+    /// The org id (00D..., 15 or 18 characters) this resource must connect to. When unset, the
+    /// first org seen is pinned in status and a different one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 15, max = 18),
+        regex(pattern = r"^00D[a-zA-Z0-9]{12}([a-zA-Z0-9]{3})?$")
+    )]
+    pub expected_org_id: Option<String>,
+
+    /// Which CronJobs in this namespace depend on the org: they are suspended while its token is
+    /// expired and resumed once it is valid again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependents: Option<Dependents>,
+
+    /// How often to validate the token against Salesforce, as a duration such as 15m or 1h
+    /// (at least 1m, at most 24h). Defaults to 15m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("checkInterval must be a duration between 1m and 24h written with h, m and s, for example 15m or 1h30m"))]
+    pub check_interval: Option<String>,
+}
+
+/// The authentication flow. The CRD keeps three optional members; the CEL rule makes exactly
+/// one of them present.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.webServer) ? 1 : 0) + (has(self.jwtBearer) ? 1 : 0) + (has(self.clientCredentials) ? 1 : 0) == 1").message("set exactly one of auth.webServer (a person logs in through a link), auth.jwtBearer (certificate, no person) or auth.clientCredentials (My Domain run-as user)"))]
+pub struct AuthSpec {
+    /// OAuth web server flow with PKCE: a person authorizes through the re-auth link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_server: Option<WebServerAuth>,
+    /// OAuth JWT bearer flow: the operator signs an assertion with a private key; no person needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_bearer: Option<JwtBearerAuth>,
+    /// OAuth client credentials flow (My Domain only): the Connected App's run-as user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_credentials: Option<ClientCredentialsAuth>,
+}
+
+/// Web server flow settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebServerAuth {
+    /// The Connected App's consumer key (not a secret).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
+    pub client_id: String,
+    /// The consumer secret, for a confidential Connected App. Leave unset for a public (PKCE only) app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+    /// OAuth scopes to request. Must include refresh_token (or offline_access) so the connection
+    /// survives without a person. Defaults to [api, refresh_token].
+    #[serde(default = "default_scopes")]
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(length(min = 1, max = 64), regex(pattern = r"^[a-z_]+$"))
+    )]
+    #[x_kube(validation = Rule::new("self.exists(s, s == 'refresh_token' || s == 'offline_access')").message("scopes must include refresh_token (or offline_access), otherwise Salesforce issues no refresh token and the org expires with every session"))]
+    pub scopes: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["api".to_owned(), "refresh_token".to_owned()]
+}
+
+/// JWT bearer flow settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtBearerAuth {
+    /// The Connected App's consumer key (the JWT issuer).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
+    pub client_id: String,
+    /// The Salesforce username to act as (the JWT subject), pre-authorized for the app.
+    #[schemars(length(min = 3, max = 80), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
+    pub username: String,
+    /// The PEM RSA private key whose certificate is uploaded to the Connected App.
+    pub private_key_ref: SecretKeyRef,
+}
+
+/// Client credentials flow settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCredentialsAuth {
+    /// The Connected App's consumer key.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
+    pub client_id: String,
+    /// The Connected App's consumer secret.
+    pub client_secret_ref: SecretKeyRef,
+}
+
+/// A key in a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The key inside the Secret's data, for example client-secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// The Secret that holds an org's tokens.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecretRef {
+    /// The Secret's name. The operator creates it when missing.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+/// The CronJobs that depend on an org.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.cronJobSelector) || (has(self.cronJobNames) && size(self.cronJobNames) > 0)").message("dependents needs cronJobSelector (for example matchLabels: {orgtokens.dev/org: acme-prod}) or a non-empty cronJobNames list"))]
+pub struct Dependents {
+    /// CronJobs in this namespace whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_job_selector: Option<LabelSelector>,
+    /// CronJobs in this namespace named explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 256),
+        inner(
+            length(min = 1, max = 52),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+        )
+    )]
+    pub cron_job_names: Option<Vec<String>>,
+}
+
+/// What a person reads first, like the "Token Valid" badge of a backup product.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum TokenState {
+    /// Not connected yet: waiting for first tokens.
+    #[default]
+    Pending,
+    /// Salesforce accepted the tokens at the last check.
+    Valid,
+    /// Salesforce refused the tokens for good: a person must re-authorize.
+    Expired,
+    /// Salesforce could not be asked (outage, timeout): nothing is paused for this.
+    Unknown,
+}
+
+/// The link a person opens to log into Salesforce again.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReauthLink {
+    /// Open in a browser to authorize the org again.
+    pub url: String,
+    /// After this time the link no longer works; the operator writes a fresh one before then.
+    pub expires_at: Time,
+}
+
+/// What the operator observed and did.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SalesforceOrgStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Valid, Expired, Pending or Unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TokenState>,
+    /// TokenValid, TokenExpired and Ready, with reasons that say what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The connected org's id (pinned at first connection unless spec.expectedOrgId is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    /// The Salesforce username the tokens act as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The API host Salesforce returned with the last token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_url: Option<String>,
+    /// When the token was last checked against Salesforce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_at: Option<Time>,
+    /// When a new access token was last obtained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refreshed_at: Option<Time>,
+    /// Present while the org needs a person to log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauth: Option<ReauthLink>,
+    /// CronJobs this org has suspended and will resume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspended_cron_jobs: Vec<String>,
+}
+
+/// The checked form of [`AuthSpec`]: exactly one flow, as the controller needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuthFlow {
+    /// A person authorizes through a link; the operator refreshes.
+    WebServer(WebServerAuth),
+    /// The operator mints tokens with a signed assertion.
+    JwtBearer(JwtBearerAuth),
+    /// The operator mints tokens with the app's secret.
+    ClientCredentials(ClientCredentialsAuth),
+}
+
+/// A spec that the schema should have refused, seen anyway (for example an older CRD installed).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// Zero or several flows.
+    #[error(
+        "spec.auth must set exactly one of webServer, jwtBearer or clientCredentials (found {0}); update the CRD from crds/ and fix the resource"
+    )]
+    AuthFlowCount(usize),
+    /// checkInterval did not parse.
+    #[error("spec.checkInterval {0:?} is not a duration between 1m and 24h, for example 15m")]
+    CheckInterval(String),
+}
+
+/// The default time between checks.
+pub const DEFAULT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+impl AuthSpec {
+    /// The one flow this spec names.
+    pub fn flow(&self) -> Result<AuthFlow, SpecError> {
+        match (&self.web_server, &self.jwt_bearer, &self.client_credentials) {
+            (Some(w), None, None) => Ok(AuthFlow::WebServer(w.clone())),
+            (None, Some(j), None) => Ok(AuthFlow::JwtBearer(j.clone())),
+            (None, None, Some(c)) => Ok(AuthFlow::ClientCredentials(c.clone())),
+            (w, j, c) => Err(SpecError::AuthFlowCount(
+                usize::from(w.is_some()) + usize::from(j.is_some()) + usize::from(c.is_some()),
+            )),
+        }
+    }
+}
+
+impl SalesforceOrgSpec {
+    /// The check interval, within the bounds the schema enforces.
+    pub fn check_interval(&self) -> Result<std::time::Duration, SpecError> {
+        let Some(text) = &self.check_interval else {
+            return Ok(DEFAULT_CHECK_INTERVAL);
+        };
+        let parsed: kube::core::Duration = text
+            .parse()
+            .map_err(|_| SpecError::CheckInterval(text.clone()))?;
+        let min = std::time::Duration::from_secs(60);
+        let max = std::time::Duration::from_secs(24 * 3600);
+        if parsed.is_negative() || parsed < min || parsed > max {
+            return Err(SpecError::CheckInterval(text.clone()));
+        }
+        Ok(parsed.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> WebServerAuth {
+        WebServerAuth {
+            client_id: "3MVG9abc".into(),
+            client_secret_ref: None,
+            scopes: default_scopes(),
+        }
+    }
+
+    fn spec(interval: Option<&str>) -> SalesforceOrgSpec {
+        SalesforceOrgSpec {
+            login_url: "https://login.salesforce.com".into(),
+            auth: AuthSpec {
+                web_server: Some(web()),
+                ..Default::default()
+            },
+            token_secret_ref: TokenSecretRef { name: "t".into() },
+            expected_org_id: None,
+            dependents: None,
+            check_interval: interval.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn auth_flow_requires_exactly_one() {
+        let key = SecretKeyRef {
+            name: "k".into(),
+            key: "tls.key".into(),
+        };
+        let jwt = JwtBearerAuth {
+            client_id: "c".into(),
+            username: "a@b.c".into(),
+            private_key_ref: key,
+        };
+        let cases = [
+            (AuthSpec::default(), Err(SpecError::AuthFlowCount(0))),
+            (
+                AuthSpec {
+                    web_server: Some(web()),
+                    ..Default::default()
+                },
+                Ok(AuthFlow::WebServer(web())),
+            ),
+            (
+                AuthSpec {
+                    jwt_bearer: Some(jwt.clone()),
+                    ..Default::default()
+                },
+                Ok(AuthFlow::JwtBearer(jwt.clone())),
+            ),
+            (
+                AuthSpec {
+                    web_server: Some(web()),
+                    jwt_bearer: Some(jwt),
+                    client_credentials: None,
+                },
+                Err(SpecError::AuthFlowCount(2)),
+            ),
+        ];
+        for (auth, want) in cases {
+            assert_eq!(auth.flow(), want, "{auth:?}");
+        }
+    }
+
+    #[test]
+    fn check_interval_parses_within_bounds() {
+        let cases = [
+            (None, Some(900)),
+            (Some("1m"), Some(60)),
+            (Some("1h30m"), Some(5400)),
+            (Some("24h"), Some(86400)),
+            (Some("59s"), None),
+            (Some("25h"), None),
+            (Some("-5m"), None),
+            (Some("soon"), None),
+        ];
+        for (text, want) in cases {
+            let got = spec(text).check_interval().ok().map(|d| d.as_secs());
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+}

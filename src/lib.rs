@@ -1,0 +1,10 @@
+//! A Kubernetes operator that keeps Salesforce org connections alive.
+//!
+//! Each `SalesforceOrg` names an org, how to authenticate and which backup CronJobs depend on
+//! it. The operator keeps the org's tokens in a Secret, checks them against Salesforce, reports
+//! `TokenValid` / `TokenExpired`, pauses dependents while a person must log in again, and
+//! resumes exactly what it paused once the org is healthy.
+
+pub mod crd;
+pub mod manifests;
+pub mod salesforce;
