@@ -15,6 +15,8 @@ pub const GROUP: &str = "orgtokens.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// A Salesforce org whose OAuth connection the operator keeps alive.
+// clippy reads the repeated `printcolumn(type_ = ...)` arguments as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "orgtokens.dev",
