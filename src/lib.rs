@@ -5,6 +5,11 @@
 //! `TokenValid` / `TokenExpired`, pauses dependents while a person must log in again, and
 //! resumes exactly what it paused once the org is healthy.
 
+pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod manifests;
+pub mod reconcile;
 pub mod salesforce;
+pub mod secret;
+pub mod token_secret;

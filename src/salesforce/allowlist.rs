@@ -11,7 +11,7 @@ use url::Url;
 pub const DEFAULT_DOMAINS: &[&str] = &["salesforce.com", "force.com"];
 
 /// Why a URL may not receive credentials.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum HostError {
     /// Not a URL at all.
     #[error("{0:?} is not a valid URL")]

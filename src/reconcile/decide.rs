@@ -1,0 +1,667 @@
+//! The reconcile decision, as plain functions of what was observed and `now`.
+//!
+//! [`plan`] says whether Salesforce must be asked at all; [`verdict`] turns the answer into
+//! what the org is; [`desired_status`] renders that as status. No I/O happens here, so every
+//! rule is a row in a table test.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::conditions::{self, Desired, Status};
+use crate::crd::{SalesforceOrgStatus, TokenState};
+use crate::salesforce::{Identity, LostReason, SfError, TransientReason};
+use crate::token_secret::TokenFile;
+
+/// The flow of an org, without its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowKind {
+    /// A person authorizes; the operator refreshes.
+    WebServer,
+    /// The operator mints with a signed assertion.
+    JwtBearer,
+    /// The operator mints with the app's secret.
+    ClientCredentials,
+}
+
+/// What makes a new check due before its interval: a spec change, new tokens, or a person
+/// asking for one.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The token Secret's resourceVersion.
+    pub secret_version: Option<String>,
+    /// The check-request annotation's value.
+    pub check_request: Option<String>,
+}
+
+/// What the operator remembers (in memory) of its last check of an org.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memo {
+    /// When it was checked.
+    pub at: Timestamp,
+    /// What it was checked against.
+    pub fingerprint: Fingerprint,
+    /// Consecutive transient failures, for backoff.
+    pub failures: u32,
+}
+
+/// A problem the schema or the cluster admin's settings should fix, found before any call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Misconfiguration {
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What to do.
+    pub message: String,
+}
+
+/// Everything the decision needs.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The org's flow, or why it cannot be used.
+    pub flow: Result<FlowKind, Misconfiguration>,
+    /// The token Secret's contents.
+    pub tokens: &'a TokenFile,
+    /// The current status.
+    pub status: &'a SalesforceOrgStatus,
+    /// `spec.expectedOrgId`.
+    pub expected_org_id: Option<&'a str>,
+    /// The last check, if this process made one.
+    pub memo: Option<&'a Memo>,
+    /// The current fingerprint.
+    pub fingerprint: Fingerprint,
+    /// `spec.checkInterval`, jitter applied.
+    pub interval: Duration,
+    /// Refresh at least this often, so an idle-expiry policy never kills the refresh token.
+    pub keepalive: Duration,
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to ask Salesforce; this is what the org is.
+    Settle(Verdict),
+    /// Ask Salesforce.
+    Check(CheckKind),
+    /// Nothing changed and no check is due for this long.
+    Wait(Duration),
+}
+
+/// Which Salesforce conversation a check is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Validate the access token; refresh (web server) or mint (headless) when it is dead.
+    /// With `renew_first`, get a new access token before validating (none stored, or the
+    /// refresh token needs exercising).
+    Validate {
+        /// Renew before validating.
+        renew_first: bool,
+    },
+}
+
+/// What a check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    /// Whose token it is, or why not.
+    pub outcome: Result<Identity, SfError>,
+    /// A new access token was obtained and stored.
+    pub renewed: bool,
+    /// The instance URL in use.
+    pub instance_url: Option<String>,
+}
+
+/// What the org is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Salesforce accepts the tokens.
+    Valid {
+        /// Whose they are.
+        identity: Identity,
+        /// The API host.
+        instance_url: Option<String>,
+        /// A new access token was stored.
+        renewed: bool,
+    },
+    /// A person (or an admin) must act.
+    Expired {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// What to do.
+        message: String,
+    },
+    /// Salesforce could not answer; nothing is paused for this.
+    Unavailable {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// Fix the configuration.
+    Misconfigured(Misconfiguration),
+    /// A web server org with no tokens yet.
+    AwaitingAuthorization,
+    /// Another refresh of the same token is running at Salesforce: keep the status, retry soon.
+    RetrySoon,
+}
+
+/// Decides whether to ask Salesforce.
+pub fn plan(o: &Observed<'_>, now: Timestamp) -> Plan {
+    let flow = match &o.flow {
+        Ok(flow) => *flow,
+        Err(m) => return Plan::Settle(Verdict::Misconfigured(m.clone())),
+    };
+    let tokens = match o.tokens {
+        TokenFile::Malformed(problem) => {
+            return Plan::Settle(Verdict::Misconfigured(Misconfiguration {
+                reason: "TokenSecretMalformed",
+                message: format!(
+                    "The token Secret is unusable ({problem}); the operator leaves it untouched. \
+                     Fix or delete it; a web server org then asks for re-authorization."
+                ),
+            }));
+        }
+        TokenFile::Missing if flow == FlowKind::WebServer => {
+            return Plan::Settle(Verdict::AwaitingAuthorization);
+        }
+        TokenFile::Missing => None,
+        TokenFile::Present(t) => Some(t),
+    };
+    if let Some(memo) = o.memo
+        && memo.fingerprint == o.fingerprint
+    {
+        let wait = if memo.failures > 0 {
+            backoff(memo.failures)
+        } else {
+            o.interval
+        };
+        let elapsed = std::time::Duration::try_from(now.duration_since(memo.at)).unwrap_or_default();
+        if elapsed < wait {
+            return Plan::Wait(wait - elapsed);
+        }
+    }
+    let has_access = tokens.is_some_and(|t| t.access_token.is_some());
+    let stale = tokens.and_then(|t| t.issued_at_ms).is_some_and(|ms| {
+        let age_ms = now.as_millisecond().saturating_sub(ms);
+        age_ms > 0 && (age_ms as u128) > o.keepalive.as_millis()
+    });
+    let can_refresh = tokens.is_some_and(|t| t.refresh_token.is_some());
+    let renew_first = !has_access || (flow == FlowKind::WebServer && stale && can_refresh);
+    Plan::Check(CheckKind::Validate { renew_first })
+}
+
+/// Backoff after consecutive transient failures: 5s, 10s, 20s ... at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(6));
+    Duration::from_secs(secs.min(300))
+}
+
+/// A per-org jitter of up to a tenth of the interval, stable across restarts, so thousands
+/// of orgs created together do not check together.
+pub fn jittered(interval: Duration, uid: &str) -> Duration {
+    // FNV-1a: tiny, stable, and good enough to spread orgs.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in uid.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let tenth = interval.as_millis() as u64 / 10;
+    let extra = if tenth == 0 { 0 } else { h % tenth };
+    interval.saturating_sub(Duration::from_millis(tenth / 2)) + Duration::from_millis(extra)
+}
+
+/// Turns a check's result into what the org is.
+pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
+    match &result.outcome {
+        Ok(identity) => {
+            let pinned = o.expected_org_id.or(o.status.org_id.as_deref());
+            if let Some(want) = pinned
+                && !same_org_id(want, &identity.org_id)
+            {
+                let how = if o.expected_org_id.is_some() {
+                    "change spec.expectedOrgId if the new org is intended"
+                } else {
+                    "if this is a refreshed sandbox or an intended move, set spec.expectedOrgId \
+                     to the new org id to accept it deliberately"
+                };
+                return Verdict::Expired {
+                    reason: "WrongOrg",
+                    message: format!(
+                        "The tokens belong to org {} but this resource is pinned to org {want}: \
+                         log in to the right org through the re-auth link, or {how}.",
+                        identity.org_id
+                    ),
+                };
+            }
+            Verdict::Valid {
+                identity: identity.clone(),
+                instance_url: result.instance_url.clone(),
+                renewed: result.renewed,
+            }
+        }
+        Err(SfError::AuthorizationLost {
+            reason,
+            description,
+        }) => {
+            let org = o.status.org_id.as_deref().unwrap_or("the org");
+            Verdict::Expired {
+                reason: lost_reason_name(*reason),
+                message: lost_message(*reason, org, description),
+            }
+        }
+        Err(SfError::Transient {
+            reason: TransientReason::ConcurrentRefresh,
+            ..
+        }) => Verdict::RetrySoon,
+        Err(SfError::Transient { reason, detail }) => Verdict::Unavailable {
+            reason: if *reason == TransientReason::RateLimited {
+                "RateLimited"
+            } else {
+                "SalesforceUnavailable"
+            },
+            message: format!(
+                "Salesforce could not be reached or did not answer ({detail}); retrying with \
+                 backoff. Dependent CronJobs are not paused for this."
+            ),
+        },
+        Err(SfError::AccessTokenInvalid) => Verdict::Unavailable {
+            reason: "SalesforceUnavailable",
+            message: "Salesforce refused an access token it had just issued; retrying.".into(),
+        },
+        Err(SfError::HostNotAllowed(e)) => Verdict::Misconfigured(Misconfiguration {
+            reason: "HostNotAllowed",
+            message: format!("{e}. Nothing was sent to that host."),
+        }),
+        Err(SfError::BadPrivateKey(e)) => Verdict::Misconfigured(Misconfiguration {
+            reason: "InvalidPrivateKey",
+            message: format!(
+                "The JWT bearer private key is unusable ({e}): store a PEM RSA private key in \
+                 the Secret named by spec.auth.jwtBearer.privateKeyRef."
+            ),
+        }),
+    }
+}
+
+/// 15- and 18-character ids name the same org when the first 15 characters match.
+fn same_org_id(a: &str, b: &str) -> bool {
+    a.get(..15).unwrap_or(a) == b.get(..15).unwrap_or(b)
+}
+
+/// The condition reason for a lost authorization.
+pub fn lost_reason_name(reason: LostReason) -> &'static str {
+    match reason {
+        LostReason::RefreshTokenRevoked => "RefreshTokenRevoked",
+        LostReason::UserInactive => "UserInactive",
+        LostReason::UserLocked => "UserLocked",
+        LostReason::ConnectedAppNotInstalled => "ConnectedAppNotInstalled",
+        LostReason::ConnectedAppBlocked => "ConnectedAppBlocked",
+        LostReason::InvalidClientId => "InvalidClientId",
+        LostReason::InvalidClientSecret => "InvalidClientSecret",
+        LostReason::UserNotApproved => "UserNotApproved",
+        LostReason::IpRestricted => "IpRestricted",
+        LostReason::InvalidAudience => "InvalidAudience",
+        LostReason::NoClientCredentialsUser => "NoClientCredentialsUser",
+        LostReason::Refused => "AuthorizationRefused",
+    }
+}
+
+fn lost_message(reason: LostReason, org: &str, description: &str) -> String {
+    let what = match reason {
+        LostReason::RefreshTokenRevoked => format!(
+            "Salesforce no longer accepts the refresh token for {org} (expired by policy, \
+             revoked, or reused after rotation): open the re-auth link to log in again."
+        ),
+        LostReason::UserInactive => format!(
+            "The Salesforce user is deactivated in {org}: reactivate it, or log in as another \
+             user through the re-auth link."
+        ),
+        LostReason::UserLocked => format!(
+            "The Salesforce user is locked out of {org}: unlock it in Setup, then use the \
+             re-auth link."
+        ),
+        LostReason::ConnectedAppNotInstalled => format!(
+            "The Connected App is not installed in {org}: install it (Setup > Connected Apps \
+             OAuth Usage > Install), then use the re-auth link."
+        ),
+        LostReason::ConnectedAppBlocked => format!(
+            "An administrator blocked the Connected App in {org}: unblock it (Setup > Connected \
+             Apps OAuth Usage), then use the re-auth link."
+        ),
+        LostReason::InvalidClientId => "Salesforce does not know this consumer key: check the \
+             client id in spec.auth (a new Connected App can take minutes to propagate)."
+            .to_owned(),
+        LostReason::InvalidClientSecret => "Salesforce refused the consumer secret: update the \
+             Secret named by clientSecretRef with the Connected App's current secret."
+            .to_owned(),
+        LostReason::UserNotApproved => format!(
+            "The user is not approved for the Connected App in {org}: pre-authorize the user's \
+             profile or permission set, then use the re-auth link."
+        ),
+        LostReason::IpRestricted => format!(
+            "Salesforce refuses logins from the operator's network for {org}: relax the \
+             Connected App's IP restrictions or add the operator's egress IPs."
+        ),
+        LostReason::InvalidAudience => "The JWT audience does not match the org type: use \
+             loginUrl https://test.salesforce.com for sandboxes and https://login.salesforce.com \
+             for production."
+            .to_owned(),
+        LostReason::NoClientCredentialsUser => "The Connected App has no run-as user for the \
+             client credentials flow: set one in the app's OAuth policies."
+            .to_owned(),
+        LostReason::Refused => format!(
+            "Salesforce refused the authorization for {org}: check the Connected App, then use \
+             the re-auth link."
+        ),
+    };
+    if description.is_empty() {
+        what
+    } else {
+        format!("{what} (Salesforce said: {description})")
+    }
+}
+
+/// Renders a verdict as the status it implies, keeping what it does not change.
+pub fn desired_status(
+    current: &SalesforceOrgStatus,
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> SalesforceOrgStatus {
+    let t = Time(now);
+    let mut s = current.clone();
+    s.observed_generation = generation;
+    let (state, valid, expired, ready, reason, message) = match verdict {
+        Verdict::Valid { identity, .. } => (
+            TokenState::Valid,
+            Status::True,
+            Status::False,
+            Status::True,
+            "TokenValid",
+            format!(
+                "Salesforce accepts the token for {} in org {}.",
+                identity.username, identity.org_id
+            ),
+        ),
+        Verdict::Expired { reason, message } => (
+            TokenState::Expired,
+            Status::False,
+            Status::True,
+            Status::False,
+            *reason,
+            message.clone(),
+        ),
+        Verdict::Unavailable { reason, message } => (
+            TokenState::Unknown,
+            Status::Unknown,
+            Status::Unknown,
+            Status::Unknown,
+            *reason,
+            message.clone(),
+        ),
+        Verdict::Misconfigured(m) => (
+            TokenState::Unknown,
+            Status::False,
+            Status::False,
+            Status::False,
+            m.reason,
+            m.message.clone(),
+        ),
+        Verdict::AwaitingAuthorization => (
+            TokenState::Pending,
+            Status::False,
+            Status::False,
+            Status::False,
+            "AwaitingAuthorization",
+            "No tokens yet: open the re-auth link (status.reauth.url, or `sforg-operator \
+             reauth NAME`) and log into Salesforce."
+                .to_owned(),
+        ),
+        Verdict::RetrySoon => return s,
+    };
+    if s.state != Some(state) {
+        s.last_checked_at = Some(t.clone());
+    }
+    s.state = Some(state);
+    let cond = |type_, status| Desired {
+        type_,
+        status,
+        reason: reason.to_owned(),
+        message: message.clone(),
+    };
+    conditions::set(&mut s.conditions, cond(conditions::TOKEN_VALID, valid), generation, &t);
+    conditions::set(&mut s.conditions, cond(conditions::TOKEN_EXPIRED, expired), generation, &t);
+    conditions::set(&mut s.conditions, cond(conditions::READY, ready), generation, &t);
+    if let Verdict::Valid {
+        identity,
+        instance_url,
+        renewed,
+    } = verdict
+    {
+        s.org_id = Some(identity.org_id.clone());
+        s.username = Some(identity.username.clone());
+        if let Some(url) = instance_url {
+            s.instance_url = Some(url.clone());
+        }
+        if *renewed {
+            s.last_refreshed_at = Some(t.clone());
+            s.last_checked_at = Some(t);
+        }
+    }
+    s
+}
+
+/// How long until the next reconcile of an org after a verdict.
+pub fn requeue_after(verdict: &Verdict, failures: u32, interval: Duration) -> Duration {
+    match verdict {
+        Verdict::Unavailable { .. } => backoff(failures.max(1)),
+        Verdict::RetrySoon => Duration::from_secs(2),
+        _ => interval,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretString;
+    use crate::token_secret::StoredTokens;
+    use k8s_openapi::jiff::SignedDuration;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap_or_default()
+    }
+
+    fn tokens(access: bool, refresh: bool, issued_ago: Duration) -> TokenFile {
+        TokenFile::Present(StoredTokens {
+            access_token: access.then(|| SecretString::new("at")),
+            refresh_token: refresh.then(|| SecretString::new("rt")),
+            instance_url: Some("https://acme.my.salesforce.com".into()),
+            issued_at_ms: Some(now().as_millisecond() - issued_ago.as_millis() as i64),
+        })
+    }
+
+    fn observed<'a>(
+        flow: FlowKind,
+        tokens: &'a TokenFile,
+        status: &'a SalesforceOrgStatus,
+        memo: Option<&'a Memo>,
+    ) -> Observed<'a> {
+        Observed {
+            flow: Ok(flow),
+            tokens,
+            status,
+            expected_org_id: None,
+            memo,
+            fingerprint: Fingerprint::default(),
+            interval: 15 * MIN,
+            keepalive: 24 * 60 * MIN,
+        }
+    }
+
+    fn memo(ago: Duration, failures: u32, fingerprint: Fingerprint) -> Memo {
+        Memo {
+            at: now() - SignedDuration::try_from(ago).unwrap_or_default(),
+            fingerprint,
+            failures,
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        use FlowKind::*;
+        let status = SalesforceOrgStatus::default();
+        let fresh = tokens(true, true, MIN);
+        let stale = tokens(true, true, 25 * 60 * MIN);
+        let refresh_only = tokens(false, true, MIN);
+        let headless_fresh = tokens(true, false, 25 * 60 * MIN);
+        let missing = TokenFile::Missing;
+        let garbage = TokenFile::Malformed("key refresh_token is not UTF-8 text".into());
+        let recent = memo(MIN, 0, Fingerprint::default());
+        let old = memo(16 * MIN, 0, Fingerprint::default());
+        let failed = memo(MIN, 3, Fingerprint::default());
+        let changed = memo(
+            MIN,
+            0,
+            Fingerprint {
+                secret_version: Some("1".into()),
+                ..Default::default()
+            },
+        );
+        let check = |renew_first| Plan::Check(CheckKind::Validate { renew_first });
+        let cases: Vec<(&str, FlowKind, &TokenFile, Option<&Memo>, Plan)> = vec![
+            ("web, no tokens", WebServer, &missing, None, Plan::Settle(Verdict::AwaitingAuthorization)),
+            ("jwt, no tokens: mint", JwtBearer, &missing, None, check(true)),
+            ("cc, no tokens: mint", ClientCredentials, &missing, None, check(true)),
+            ("first check", WebServer, &fresh, None, check(false)),
+            ("checked recently", WebServer, &fresh, Some(&recent), Plan::Wait(14 * MIN)),
+            ("interval passed", WebServer, &fresh, Some(&old), check(false)),
+            ("secret changed", WebServer, &fresh, Some(&changed), check(false)),
+            ("backoff after failures", WebServer, &fresh, Some(&failed), check(false)),
+            ("refresh token idle too long", WebServer, &stale, None, check(true)),
+            ("only a refresh token", WebServer, &refresh_only, None, check(true)),
+            ("headless tokens never kept warm", JwtBearer, &headless_fresh, None, check(false)),
+        ];
+        for (what, flow, toks, m, want) in cases {
+            let got = plan(&observed(flow, toks, &status, m), now());
+            assert_eq!(got, want, "{what}");
+        }
+        let got = plan(&observed(WebServer, &garbage, &status, None), now());
+        assert!(
+            matches!(got, Plan::Settle(Verdict::Misconfigured(ref m)) if m.reason == "TokenSecretMalformed"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let got: Vec<u64> = (1..=9).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(got, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn jitter_is_stable_and_bounded() {
+        let i = 15 * MIN;
+        let a = jittered(i, "uid-a");
+        assert_eq!(a, jittered(i, "uid-a"));
+        for uid in ["a", "b", "c", "0f3c-11", "ffff"] {
+            let j = jittered(i, uid);
+            assert!(j >= i - i / 20 && j <= i + i / 20, "{uid}: {j:?}");
+        }
+    }
+
+    fn identity(org: &str) -> Identity {
+        Identity {
+            org_id: org.into(),
+            user_id: "005000000000001AAA".into(),
+            username: "backup@acme.com".into(),
+        }
+    }
+
+    fn lost(reason: LostReason) -> Result<Identity, SfError> {
+        Err(SfError::AuthorizationLost {
+            reason,
+            description: "expired access/refresh token".into(),
+        })
+    }
+
+    fn transient(reason: TransientReason) -> Result<Identity, SfError> {
+        Err(SfError::Transient {
+            reason,
+            detail: "HTTP 503".into(),
+        })
+    }
+
+    #[test]
+    fn verdict_table() {
+        let org = "00D000000000001AAA";
+        let other = "00D000000000002AAA";
+        let pinned = SalesforceOrgStatus {
+            org_id: Some(org.into()),
+            ..Default::default()
+        };
+        let t = tokens(true, true, MIN);
+        let cases: Vec<(&str, Result<Identity, SfError>, &str)> = vec![
+            ("valid", Ok(identity(org)), "Valid"),
+            ("15-char pin matches 18-char id", Ok(identity(org)), "Valid"),
+            ("wrong org", Ok(identity(other)), "WrongOrg"),
+            ("revoked", lost(LostReason::RefreshTokenRevoked), "RefreshTokenRevoked"),
+            ("not installed", lost(LostReason::ConnectedAppNotInstalled), "ConnectedAppNotInstalled"),
+            ("blocked", lost(LostReason::ConnectedAppBlocked), "ConnectedAppBlocked"),
+            ("inactive", lost(LostReason::UserInactive), "UserInactive"),
+            ("outage", transient(TransientReason::ServerError), "SalesforceUnavailable"),
+            ("maintenance", transient(TransientReason::MaintenancePage), "SalesforceUnavailable"),
+            ("timeout", transient(TransientReason::Timeout), "SalesforceUnavailable"),
+            ("rate limited", transient(TransientReason::RateLimited), "RateLimited"),
+            ("concurrent refresh", transient(TransientReason::ConcurrentRefresh), "RetrySoon"),
+        ];
+        for (what, outcome, want) in cases {
+            let o = observed(FlowKind::WebServer, &t, &pinned, None);
+            let v = verdict(
+                &o,
+                &CheckResult {
+                    outcome,
+                    renewed: false,
+                    instance_url: None,
+                },
+            );
+            let got = match &v {
+                Verdict::Valid { .. } => "Valid",
+                Verdict::Expired { reason, .. } | Verdict::Unavailable { reason, .. } => reason,
+                Verdict::RetrySoon => "RetrySoon",
+                other => panic!("{what}: {other:?}"),
+            };
+            assert_eq!(got, want, "{what}");
+            // Only a lost authorization or a wrong org may make an org Expired.
+            if matches!(v, Verdict::Expired { .. }) {
+                assert!(what != "outage" && what != "timeout" && what != "maintenance");
+            }
+        }
+        assert!(same_org_id("00D000000000001", org));
+        assert!(!same_org_id("00D000000000002", org));
+    }
+
+    #[test]
+    fn status_is_unchanged_when_nothing_changed() {
+        let v = Verdict::Valid {
+            identity: identity("00D000000000001AAA"),
+            instance_url: Some("https://acme.my.salesforce.com".into()),
+            renewed: false,
+        };
+        let first = desired_status(&SalesforceOrgStatus::default(), &v, Some(1), now());
+        assert_eq!(first.state, Some(TokenState::Valid));
+        assert_eq!(first.conditions.len(), 3);
+        let later = now() + SignedDuration::from_mins(15);
+        assert_eq!(desired_status(&first, &v, Some(1), later), first, "a steady check changes nothing");
+        let expired = Verdict::Expired {
+            reason: "RefreshTokenRevoked",
+            message: "m".into(),
+        };
+        let after = desired_status(&first, &expired, Some(1), later);
+        assert_eq!(after.state, Some(TokenState::Expired));
+        let ready = conditions::get(&after.conditions, conditions::READY).map(|c| c.status.as_str());
+        assert_eq!(ready, Some("False"));
+        assert_eq!(after.org_id, first.org_id, "the pinned org survives expiry");
+    }
+}
