@@ -113,7 +113,12 @@ mod tests {
         assert_eq!(c[0].reason, "Refreshed");
         assert_eq!(c[0].observed_generation, Some(2));
         // Flip: time moves.
-        set(&mut c, d(Status::False, "RefreshTokenRevoked"), Some(2), &t(30));
+        set(
+            &mut c,
+            d(Status::False, "RefreshTokenRevoked"),
+            Some(2),
+            &t(30),
+        );
         assert_eq!(c[0].last_transition_time, t(30));
         assert_eq!(c.len(), 1);
     }

@@ -12,4 +12,5 @@ pub mod manifests;
 pub mod reconcile;
 pub mod salesforce;
 pub mod secret;
+pub mod telemetry;
 pub mod token_secret;

@@ -75,7 +75,9 @@ fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Result<Option<String>
     let s = std::str::from_utf8(bytes).map_err(|_| format!("key {key} is not UTF-8 text"))?;
     let s = s.trim();
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("key {key} contains whitespace or control characters"));
+        return Err(format!(
+            "key {key} contains whitespace or control characters"
+        ));
     }
     Ok(Some(s.to_owned()))
 }
@@ -92,7 +94,9 @@ pub fn read(secret: Option<&Secret>) -> TokenFile {
         let refresh_token = text(data, REFRESH_TOKEN)?.map(SecretString::new);
         let instance_url = text(data, INSTANCE_URL)?;
         if let Some(url) = &instance_url
-            && url::Url::parse(url).map(|u| u.scheme() != "https").unwrap_or(true)
+            && url::Url::parse(url)
+                .map(|u| u.scheme() != "https")
+                .unwrap_or(true)
         {
             return Err(format!("key {INSTANCE_URL} is not an https URL"));
         }
@@ -104,7 +108,9 @@ pub fn read(secret: Option<&Secret>) -> TokenFile {
             None => None,
         };
         if access_token.is_some() && instance_url.is_none() {
-            return Err(format!("key {ACCESS_TOKEN} is set but {INSTANCE_URL} is missing"));
+            return Err(format!(
+                "key {ACCESS_TOKEN} is set but {INSTANCE_URL} is missing"
+            ));
         }
         Ok(StoredTokens {
             access_token,
@@ -155,7 +161,11 @@ pub fn data_after(
                 .trim_start_matches("https://")
                 .trim_end_matches('/');
             let secret = client_secret.map(SecretString::expose).unwrap_or_default();
-            put(&mut data, SFDX_URL, &format!("force://{client_id}:{secret}:{rt}@{host}"));
+            put(
+                &mut data,
+                SFDX_URL,
+                &format!("force://{client_id}:{secret}:{rt}@{host}"),
+            );
         }
         None => {
             data.remove(SFDX_URL);
@@ -196,12 +206,24 @@ mod tests {
                 ])),
                 "present",
             ),
-            (Some(secret(&[(ACCESS_TOKEN, b"00D!AQ")])), "instance_url is missing"),
-            (Some(secret(&[(REFRESH_TOKEN, &[0xff, 0xfe, 0x00])])), "not UTF-8"),
-            (Some(secret(&[(REFRESH_TOKEN, &huge)])), "more than any Salesforce token"),
+            (
+                Some(secret(&[(ACCESS_TOKEN, b"00D!AQ")])),
+                "instance_url is missing",
+            ),
+            (
+                Some(secret(&[(REFRESH_TOKEN, &[0xff, 0xfe, 0x00])])),
+                "not UTF-8",
+            ),
+            (
+                Some(secret(&[(REFRESH_TOKEN, &huge)])),
+                "more than any Salesforce token",
+            ),
             (Some(secret(&[(REFRESH_TOKEN, b"two words")])), "whitespace"),
             (
-                Some(secret(&[(REFRESH_TOKEN, b"x"), (INSTANCE_URL, b"http://evil")])),
+                Some(secret(&[
+                    (REFRESH_TOKEN, b"x"),
+                    (INSTANCE_URL, b"http://evil"),
+                ])),
                 "not an https URL",
             ),
             (
@@ -239,10 +261,21 @@ mod tests {
         let data = data_after(Some(&current), &response, "cid", None);
         assert_eq!(data[REFRESH_TOKEN].0, b"old-rt");
         assert_eq!(data["note"].0, b"kept");
-        assert_eq!(data[SFDX_URL].0, b"force://cid::old-rt@acme.my.salesforce.com");
+        assert_eq!(
+            data[SFDX_URL].0,
+            b"force://cid::old-rt@acme.my.salesforce.com"
+        );
         response.refresh_token = Some(SecretString::new("new-rt"));
-        let data = data_after(Some(&current), &response, "cid", Some(&SecretString::new("s")));
+        let data = data_after(
+            Some(&current),
+            &response,
+            "cid",
+            Some(&SecretString::new("s")),
+        );
         assert_eq!(data[REFRESH_TOKEN].0, b"new-rt");
-        assert_eq!(data[SFDX_URL].0, b"force://cid:s:new-rt@acme.my.salesforce.com");
+        assert_eq!(
+            data[SFDX_URL].0,
+            b"force://cid:s:new-rt@acme.my.salesforce.com"
+        );
     }
 }

@@ -17,7 +17,9 @@ use super::decide::{CheckKind, CheckResult};
 use super::observe::{Credentials, Seen};
 use super::{Context, Error};
 use crate::crd::SalesforceOrg;
-use crate::salesforce::{Identity, LostReason, Salesforce, SfError, TokenResponse, TransientReason};
+use crate::salesforce::{
+    Identity, LostReason, Salesforce, SfError, TokenResponse, TransientReason,
+};
 use crate::secret::SecretString;
 use crate::token_secret::{self, MANAGED_BY, MANAGED_BY_LABEL, ORG_LABEL, TokenFile};
 
@@ -156,7 +158,17 @@ async fn renew<S: Salesforce>(
         Ok(r) => r,
         Err(e) => return Ok(Renewal::Refused(e)),
     };
-    match store(ctx, org, ns, seen.secret.as_ref(), &response, creds, used_refresh.as_ref()).await? {
+    match store(
+        ctx,
+        org,
+        ns,
+        seen.secret.as_ref(),
+        &response,
+        creds,
+        used_refresh.as_ref(),
+    )
+    .await?
+    {
         Some(version) => {
             info!(org = %org.name_any(), namespace = %ns, rotated = response.refresh_token.is_some(), "stored a new access token");
             Ok(Renewal::Stored {

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{self, Desired, Status};
 use crate::crd::{SalesforceOrgStatus, TokenState};
@@ -176,7 +176,8 @@ pub fn plan(o: &Observed<'_>, now: Timestamp) -> Plan {
         } else {
             o.interval
         };
-        let elapsed = std::time::Duration::try_from(now.duration_since(memo.at)).unwrap_or_default();
+        let elapsed =
+            std::time::Duration::try_from(now.duration_since(memo.at)).unwrap_or_default();
         if elapsed < wait {
             return Plan::Wait(wait - elapsed);
         }
@@ -429,9 +430,24 @@ pub fn desired_status(
         reason: reason.to_owned(),
         message: message.clone(),
     };
-    conditions::set(&mut s.conditions, cond(conditions::TOKEN_VALID, valid), generation, &t);
-    conditions::set(&mut s.conditions, cond(conditions::TOKEN_EXPIRED, expired), generation, &t);
-    conditions::set(&mut s.conditions, cond(conditions::READY, ready), generation, &t);
+    conditions::set(
+        &mut s.conditions,
+        cond(conditions::TOKEN_VALID, valid),
+        generation,
+        &t,
+    );
+    conditions::set(
+        &mut s.conditions,
+        cond(conditions::TOKEN_EXPIRED, expired),
+        generation,
+        &t,
+    );
+    conditions::set(
+        &mut s.conditions,
+        cond(conditions::READY, ready),
+        generation,
+        &t,
+    );
     if let Verdict::Valid {
         identity,
         instance_url,
@@ -531,17 +547,77 @@ mod tests {
         );
         let check = |renew_first| Plan::Check(CheckKind::Validate { renew_first });
         let cases: Vec<(&str, FlowKind, &TokenFile, Option<&Memo>, Plan)> = vec![
-            ("web, no tokens", WebServer, &missing, None, Plan::Settle(Verdict::AwaitingAuthorization)),
-            ("jwt, no tokens: mint", JwtBearer, &missing, None, check(true)),
-            ("cc, no tokens: mint", ClientCredentials, &missing, None, check(true)),
+            (
+                "web, no tokens",
+                WebServer,
+                &missing,
+                None,
+                Plan::Settle(Verdict::AwaitingAuthorization),
+            ),
+            (
+                "jwt, no tokens: mint",
+                JwtBearer,
+                &missing,
+                None,
+                check(true),
+            ),
+            (
+                "cc, no tokens: mint",
+                ClientCredentials,
+                &missing,
+                None,
+                check(true),
+            ),
             ("first check", WebServer, &fresh, None, check(false)),
-            ("checked recently", WebServer, &fresh, Some(&recent), Plan::Wait(14 * MIN)),
-            ("interval passed", WebServer, &fresh, Some(&old), check(false)),
-            ("secret changed", WebServer, &fresh, Some(&changed), check(false)),
-            ("backoff after failures", WebServer, &fresh, Some(&failed), check(false)),
-            ("refresh token idle too long", WebServer, &stale, None, check(true)),
-            ("only a refresh token", WebServer, &refresh_only, None, check(true)),
-            ("headless tokens never kept warm", JwtBearer, &headless_fresh, None, check(false)),
+            (
+                "checked recently",
+                WebServer,
+                &fresh,
+                Some(&recent),
+                Plan::Wait(14 * MIN),
+            ),
+            (
+                "interval passed",
+                WebServer,
+                &fresh,
+                Some(&old),
+                check(false),
+            ),
+            (
+                "secret changed",
+                WebServer,
+                &fresh,
+                Some(&changed),
+                check(false),
+            ),
+            (
+                "backoff after failures",
+                WebServer,
+                &fresh,
+                Some(&failed),
+                check(false),
+            ),
+            (
+                "refresh token idle too long",
+                WebServer,
+                &stale,
+                None,
+                check(true),
+            ),
+            (
+                "only a refresh token",
+                WebServer,
+                &refresh_only,
+                None,
+                check(true),
+            ),
+            (
+                "headless tokens never kept warm",
+                JwtBearer,
+                &headless_fresh,
+                None,
+                check(false),
+            ),
         ];
         for (what, flow, toks, m, want) in cases {
             let got = plan(&observed(flow, toks, &status, m), now());
@@ -606,15 +682,47 @@ mod tests {
             ("valid", Ok(identity(org)), "Valid"),
             ("15-char pin matches 18-char id", Ok(identity(org)), "Valid"),
             ("wrong org", Ok(identity(other)), "WrongOrg"),
-            ("revoked", lost(LostReason::RefreshTokenRevoked), "RefreshTokenRevoked"),
-            ("not installed", lost(LostReason::ConnectedAppNotInstalled), "ConnectedAppNotInstalled"),
-            ("blocked", lost(LostReason::ConnectedAppBlocked), "ConnectedAppBlocked"),
+            (
+                "revoked",
+                lost(LostReason::RefreshTokenRevoked),
+                "RefreshTokenRevoked",
+            ),
+            (
+                "not installed",
+                lost(LostReason::ConnectedAppNotInstalled),
+                "ConnectedAppNotInstalled",
+            ),
+            (
+                "blocked",
+                lost(LostReason::ConnectedAppBlocked),
+                "ConnectedAppBlocked",
+            ),
             ("inactive", lost(LostReason::UserInactive), "UserInactive"),
-            ("outage", transient(TransientReason::ServerError), "SalesforceUnavailable"),
-            ("maintenance", transient(TransientReason::MaintenancePage), "SalesforceUnavailable"),
-            ("timeout", transient(TransientReason::Timeout), "SalesforceUnavailable"),
-            ("rate limited", transient(TransientReason::RateLimited), "RateLimited"),
-            ("concurrent refresh", transient(TransientReason::ConcurrentRefresh), "RetrySoon"),
+            (
+                "outage",
+                transient(TransientReason::ServerError),
+                "SalesforceUnavailable",
+            ),
+            (
+                "maintenance",
+                transient(TransientReason::MaintenancePage),
+                "SalesforceUnavailable",
+            ),
+            (
+                "timeout",
+                transient(TransientReason::Timeout),
+                "SalesforceUnavailable",
+            ),
+            (
+                "rate limited",
+                transient(TransientReason::RateLimited),
+                "RateLimited",
+            ),
+            (
+                "concurrent refresh",
+                transient(TransientReason::ConcurrentRefresh),
+                "RetrySoon",
+            ),
         ];
         for (what, outcome, want) in cases {
             let o = observed(FlowKind::WebServer, &t, &pinned, None);
@@ -653,14 +761,19 @@ mod tests {
         assert_eq!(first.state, Some(TokenState::Valid));
         assert_eq!(first.conditions.len(), 3);
         let later = now() + SignedDuration::from_mins(15);
-        assert_eq!(desired_status(&first, &v, Some(1), later), first, "a steady check changes nothing");
+        assert_eq!(
+            desired_status(&first, &v, Some(1), later),
+            first,
+            "a steady check changes nothing"
+        );
         let expired = Verdict::Expired {
             reason: "RefreshTokenRevoked",
             message: "m".into(),
         };
         let after = desired_status(&first, &expired, Some(1), later);
         assert_eq!(after.state, Some(TokenState::Expired));
-        let ready = conditions::get(&after.conditions, conditions::READY).map(|c| c.status.as_str());
+        let ready =
+            conditions::get(&after.conditions, conditions::READY).map(|c| c.status.as_str());
         assert_eq!(ready, Some("False"));
         assert_eq!(after.org_id, first.org_id, "the pinned org survives expiry");
     }

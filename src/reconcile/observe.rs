@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use kube::ResourceExt;
+use kube::api::Api;
 
 use super::decide::{Fingerprint, FlowKind, Misconfiguration};
 use super::{CHECK_ANNOTATION, Context, Error};
@@ -129,7 +129,9 @@ pub async fn observe<S: Salesforce>(
     let tokens = token_secret::read(secret.as_ref());
     let fingerprint = Fingerprint {
         generation: org.metadata.generation,
-        secret_version: secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+        secret_version: secret
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone()),
         check_request: org.annotations().get(CHECK_ANNOTATION).cloned(),
     };
     let mut seen = Seen {

@@ -129,3 +129,5 @@ pub fn valid_org_json(name: &str) -> serde_json::Value {
         }
     })
 }
+
+pub mod operator;

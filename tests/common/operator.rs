@@ -1,0 +1,267 @@
+//! An operator under test: a Salesforce simulator, and the controller running in this process
+//! against the real control plane, scoped to the test's own namespace.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sforg_operator::controller::{self, Scope};
+use sforg_operator::crd::{SalesforceOrg, TokenState};
+use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
+use sforg_operator::salesforce::allowlist::HostAllowlist;
+use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
+use sforg_simulator::{DemoSeed, Simulator};
+use tokio::sync::oneshot;
+
+use super::{TEST_MANAGER, client, eventually, namespace};
+
+/// How long a test waits for the operator to converge.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+pub struct Operator {
+    pub client: Client,
+    pub ns: String,
+    pub sim: Simulator,
+    pub demo: DemoSeed,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// HTTP settings that reach the simulator through its proxy, trusting its CA.
+pub fn http_settings(sim: &Simulator) -> HttpSettings {
+    HttpSettings {
+        proxy: Some(sim.proxy_url().to_owned()),
+        extra_ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
+        timeout: Duration::from_secs(3),
+        allowlist: HostAllowlist::default(),
+        ..HttpSettings::default()
+    }
+}
+
+impl Operator {
+    /// A fresh namespace, a simulator seeded with the demo org, and a running operator.
+    pub async fn start(prefix: &str) -> Self {
+        let client = client().await;
+        let ns = namespace(&client, prefix).await;
+        let sim = Simulator::start().await.expect("start the simulator");
+        let demo = sim.control().seed_demo().expect("seed the simulator");
+        let mut op = Operator {
+            client,
+            ns,
+            sim,
+            demo,
+            stop: None,
+            task: None,
+        };
+        op.start_controller();
+        op
+    }
+
+    /// (Re)starts the controller in this process.
+    pub fn start_controller(&mut self) {
+        let salesforce = HttpSalesforce::new(http_settings(&self.sim)).expect("http client");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(
+            self.client.clone(),
+            salesforce,
+            Settings::default(),
+            Scope {
+                namespace: Some(self.ns.clone()),
+            },
+            "test".into(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        self.stop = Some(tx);
+        self.task = Some(task);
+    }
+
+    /// Stops the controller (abruptly: the task is aborted, as a killed process would be).
+    pub async fn kill_controller(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.stop = None;
+    }
+
+    pub fn orgs(&self) -> Api<SalesforceOrg> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Stores tokens minted by the simulator for the demo user, as a person migrating an
+    /// existing connection would.
+    pub async fn seed_tokens(&self, secret: &str, org: &str) -> sforg_simulator::TokenResponse {
+        let tokens = self
+            .sim
+            .control()
+            .mint_tokens(&self.demo.app.client_id, &self.demo.user.username)
+            .expect("mint tokens");
+        let mut data = BTreeMap::new();
+        data.insert("access_token".to_owned(), tokens.access_token.clone());
+        if let Some(rt) = &tokens.refresh_token {
+            data.insert("refresh_token".to_owned(), rt.clone());
+        }
+        data.insert("instance_url".to_owned(), tokens.instance_url.clone());
+        data.insert("issued_at".to_owned(), tokens.issued_at.clone());
+        self.put_secret(secret, org, data).await;
+        tokens
+    }
+
+    /// Creates a Secret labelled as the org's token Secret.
+    pub async fn put_secret(&self, name: &str, org: &str, data: BTreeMap<String, String>) {
+        let body: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/managed-by": "sforg-operator", "orgtokens.dev/org": org}},
+            "stringData": data,
+        }))
+        .expect("secret body");
+        self.secrets()
+            .create(&PostParams::default(), &body)
+            .await
+            .expect("create secret");
+    }
+
+    /// Creates a Secret with raw bytes.
+    pub async fn put_raw_secret(&self, name: &str, org: &str, data: BTreeMap<String, Vec<u8>>) {
+        let mut secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/managed-by": "sforg-operator", "orgtokens.dev/org": org}},
+        }))
+        .expect("secret body");
+        secret.data = Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect());
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+    }
+
+    /// A web server org for the demo app.
+    pub async fn create_web_org(&self, name: &str) {
+        let spec = json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {
+                "clientId": self.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"},
+                "scopes": ["api", "refresh_token"]}},
+            "tokenSecretRef": {"name": format!("{name}-token")},
+        });
+        self.ensure_app_secret().await;
+        self.create_org(name, spec).await;
+    }
+
+    /// Stores the demo app's consumer secret.
+    pub async fn ensure_app_secret(&self) {
+        let secret = self.demo.app.client_secret.clone().unwrap_or_default();
+        let body: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "demo-app"},
+            "stringData": {"client-secret": secret},
+        }))
+        .expect("secret body");
+        let _ = self.secrets().create(&PostParams::default(), &body).await;
+    }
+
+    pub async fn create_org(&self, name: &str, spec: serde_json::Value) {
+        let org: SalesforceOrg = serde_json::from_value(json!({
+            "apiVersion": "orgtokens.dev/v1alpha1", "kind": "SalesforceOrg",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .expect("org body");
+        self.orgs()
+            .create(&PostParams::default(), &org)
+            .await
+            .expect("create org");
+    }
+
+    /// Asks for an immediate check, as `sforg-operator check NAME` does.
+    pub async fn request_check(&self, name: &str) {
+        let stamp = format!("{:?}", std::time::SystemTime::now());
+        let patch = json!({"metadata": {"annotations": {CHECK_ANNOTATION: stamp}}});
+        self.orgs()
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("annotate");
+    }
+
+    /// Waits until the org reaches `state` (and, when given, the Ready reason).
+    pub async fn wait_state(
+        &self,
+        name: &str,
+        state: TokenState,
+        reason: Option<&str>,
+    ) -> SalesforceOrg {
+        let orgs = self.orgs();
+        eventually(
+            &format!("{name} to be {state:?} {reason:?}"),
+            CONVERGE,
+            || {
+                let orgs = orgs.clone();
+                async move {
+                    let org = orgs.get(name).await.ok()?;
+                    let status = org.status.as_ref()?;
+                    if status.state != Some(state) {
+                        return None;
+                    }
+                    if let Some(want) = reason {
+                        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+                        if ready.reason != want {
+                            return None;
+                        }
+                    }
+                    Some(org.clone())
+                }
+            },
+        )
+        .await
+    }
+
+    /// Current data of a Secret, as text.
+    pub async fn secret_data(&self, name: &str) -> BTreeMap<String, String> {
+        let secret = self.secrets().get(name).await.expect("get secret");
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect()
+    }
+
+    /// Events about an org.
+    pub async fn events_for(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+
+    pub fn resource_version(org: &SalesforceOrg) -> String {
+        org.resource_version().unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
