@@ -8,6 +8,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod dependents;
 pub mod manifests;
 pub mod reconcile;
 pub mod salesforce;

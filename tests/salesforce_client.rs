@@ -200,17 +200,40 @@ async fn outages_are_transient() {
 }
 
 #[tokio::test]
+async fn racing_refreshes_of_one_token_are_transient() {
+    let (sim, demo) = start().await;
+    let sf = client(&sim);
+    let token = refresh_token(&sim, &demo);
+    let app = app(&demo);
+
+    // The first refresh is held "in process" for a while; the second arrives meanwhile.
+    sim.inject_fault(
+        Fault::new(FaultKind::delay(Duration::from_millis(800)))
+            .on(Endpoint::Token)
+            .times(1),
+    );
+    let first = sf.refresh(LOGIN, &app, &token);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sf.refresh(LOGIN, &app, &token).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    first.expect("the first refresh succeeds");
+    assert_eq!(transient(second), TransientReason::ConcurrentRefresh);
+}
+
+#[tokio::test]
 async fn slow_answers_time_out() {
     let (sim, demo) = start().await;
     let sf = HttpSalesforce::new(HttpSettings {
-        timeout: Duration::from_millis(300),
+        timeout: Duration::from_secs(1),
         ..settings(&sim)
     })
     .expect("client");
     let token = refresh_token(&sim, &demo);
 
     sim.inject_fault(
-        Fault::new(FaultKind::delay(Duration::from_secs(3)))
+        Fault::new(FaultKind::delay(Duration::from_secs(5)))
             .on(Endpoint::Token)
             .times(1),
     );

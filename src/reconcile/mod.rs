@@ -17,10 +17,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::crd::{SalesforceOrg, SalesforceOrgStatus, TokenState};
+use crate::dependents::{self, Mode, Synced};
 use crate::salesforce::Salesforce;
 use crate::salesforce::allowlist::HostAllowlist;
 use decide::{Memo, Plan, Verdict};
@@ -103,6 +105,9 @@ pub enum Error {
     /// The object lacks a namespace or uid (never for objects read from the API server).
     #[error("the SalesforceOrg has no {0}")]
     MissingMetadata(&'static str),
+    /// Adding or removing the finalizer, or the work inside it, failed.
+    #[error("{0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -111,12 +116,49 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::MissingMetadata(_) => "metadata",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }
 
-/// Reconciles one org.
+/// The finalizer that releases an org's CronJobs before it goes away.
+pub const FINALIZER: &str = "orgtokens.dev/release-cronjobs";
+
+/// While an org holds CronJobs, look again this often, so a CronJob created or relabelled
+/// into the selector is paused soon without watching every CronJob of the cluster.
+const HOLDING_RECHECK: Duration = Duration::from_secs(15);
+
+/// Reconciles one org (with its deletion through the finalizer).
 pub async fn reconcile<S: Salesforce>(
+    org: Arc<SalesforceOrg>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action, Error> {
+    let ns = org.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<SalesforceOrg> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, org, |event| async {
+        match event {
+            FinalizerEvent::Apply(org) => apply(org, ctx.clone()).await,
+            FinalizerEvent::Cleanup(org) => cleanup(org, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn cleanup<S: Salesforce>(
+    org: Arc<SalesforceOrg>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action, Error> {
+    let ns = org.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let synced = dependents::sync(&ctx.client, &org, &ns, Mode::Release, true).await?;
+    announce_dependents(&ctx, &org, &synced).await;
+    if let Some(uid) = org.uid() {
+        ctx.forget(&uid);
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply<S: Salesforce>(
     org: Arc<SalesforceOrg>,
     ctx: Arc<Context<S>>,
 ) -> Result<Action, Error> {
@@ -140,9 +182,12 @@ pub async fn reconcile<S: Salesforce>(
         keepalive: ctx.settings.keepalive,
     };
 
-    let (verdict, failures) = match decide::plan(&observed, now) {
-        Plan::Wait(after) => return Ok(Action::requeue(after)),
-        Plan::Settle(verdict) => (verdict, 0),
+    let (verdict, requeue) = match decide::plan(&observed, now) {
+        Plan::Wait(after) => (None, after),
+        Plan::Settle(verdict) => {
+            let requeue = decide::requeue_after(&verdict, 0, interval);
+            (Some(verdict), requeue)
+        }
         Plan::Check(kind) => {
             let run = check::run(&ctx, &org, &ns, &seen, kind).await?;
             let verdict = decide::verdict(&observed, &run.result);
@@ -167,18 +212,36 @@ pub async fn reconcile<S: Salesforce>(
                 },
             );
             debug!(org = %name, namespace = %ns, ?verdict, "checked");
-            (verdict, failures)
+            let requeue = decide::requeue_after(&verdict, failures, interval);
+            (Some(verdict), requeue)
         }
     };
 
-    let desired = decide::desired_status(&status, &verdict, org.metadata.generation, now);
+    let mut desired = match &verdict {
+        Some(v) => decide::desired_status(&status, v, org.metadata.generation, now),
+        None => status.clone(),
+    };
+    let mode = match desired.state {
+        Some(TokenState::Expired) => Mode::Hold,
+        Some(TokenState::Valid) => Mode::Release,
+        _ => Mode::Keep,
+    };
+    let mut requeue = requeue;
+    if mode == Mode::Hold || !status.suspended_cron_jobs.is_empty() {
+        let synced = dependents::sync(&ctx.client, &org, &ns, mode, false).await?;
+        announce_dependents(&ctx, &org, &synced).await;
+        desired.suspended_cron_jobs = synced.held;
+        if !desired.suspended_cron_jobs.is_empty() || mode == Mode::Hold {
+            requeue = requeue.min(HOLDING_RECHECK);
+        }
+    }
     if desired != status {
         write_status(&ctx, &org, &ns, &desired).await?;
-        announce(&ctx, &org, &status, &desired, &verdict).await;
+        if let Some(v) = &verdict {
+            announce(&ctx, &org, &status, &desired, v).await;
+        }
     }
-    Ok(Action::requeue(decide::requeue_after(
-        &verdict, failures, interval,
-    )))
+    Ok(Action::requeue(requeue))
 }
 
 async fn write_status<S: Salesforce>(
@@ -232,5 +295,28 @@ async fn announce<S: Salesforce>(
     };
     if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
         warn!(error = %e, "could not publish an event");
+    }
+}
+
+/// Events naming the CronJobs a sync suspended or resumed.
+async fn announce_dependents<S: Salesforce>(ctx: &Context<S>, org: &SalesforceOrg, synced: &Synced) {
+    for (names, reason, type_, what) in [
+        (&synced.suspended, "CronJobsSuspended", EventType::Warning, "Suspended while the token is expired"),
+        (&synced.resumed, "CronJobsResumed", EventType::Normal, "Resumed now that the token is valid again"),
+    ] {
+        if names.is_empty() {
+            continue;
+        }
+        info!(org = %org.name_any(), cronjobs = ?names, reason, "dependents changed");
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(format!("{what}: {}", names.join(", "))),
+            action: "UpdateDependents".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
+            warn!(error = %e, "could not publish an event");
+        }
     }
 }

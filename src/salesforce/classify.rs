@@ -530,8 +530,9 @@ mod tests {
             br#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#;
         let limit: &[u8] = br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
         let plain = Some("text/plain");
+        type Case<'a> = (Resource, u16, Option<&'a str>, &'a [u8], &'a str);
         #[rustfmt::skip]
-        let cases: &[(Resource, u16, Option<&str>, &[u8], &str)] = &[
+        let cases: &[Case] = &[
             (Rest, 200, JSON, b"{}", "ok"),
             (Rest, 401, JSON, invalid_session, "AccessTokenInvalid"),
             (Rest, 403, JSON, limit, "Transient(RateLimited)"),
