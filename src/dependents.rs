@@ -13,8 +13,8 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::batch::v1::CronJob;
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::crd::{Dependents, SalesforceOrg};
@@ -224,8 +224,12 @@ pub async fn sync(
         if let Some(suspend) = change.suspend {
             patch["spec"] = json!({"suspend": suspend});
         }
-        api.patch(&change.name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-            .await?;
+        api.patch(
+            &change.name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await?;
         match change.suspend {
             Some(true) => synced.suspended.push(change.name.clone()),
             Some(false) => synced.resumed.push(change.name.clone()),
@@ -260,25 +264,86 @@ mod tests {
             holders: set(holders),
         };
         let cases: Vec<(&str, bool, CronJobView, Vec<Change>)> = vec![
-            ("expired: suspend a running job", true, cj("a", false, &[], true), vec![change("a", Some(true), &["acme"])]),
-            ("expired: already held", true, cj("a", true, &["acme"], true), vec![]),
-            ("expired: person suspended it", true, cj("a", true, &[], true), vec![]),
-            ("expired: another org holds it", true, cj("a", true, &["beta"], true), vec![change("a", None, &["acme", "beta"])]),
-            ("expired: not selected", true, cj("a", false, &[], false), vec![]),
-            ("expired: relabelled out", true, cj("a", true, &["acme"], false), vec![change("a", Some(false), &[])]),
-            ("valid: resume ours", false, cj("a", true, &["acme"], true), vec![change("a", Some(false), &[])]),
-            ("valid: shared, keep suspended", false, cj("a", true, &["acme", "beta"], true), vec![change("a", None, &["beta"])]),
-            ("valid: someone resumed it already", false, cj("a", false, &["acme"], true), vec![change("a", None, &[])]),
-            ("valid: person's suspension untouched", false, cj("a", true, &[], true), vec![]),
-            ("valid: nothing held", false, cj("a", false, &[], true), vec![]),
+            (
+                "expired: suspend a running job",
+                true,
+                cj("a", false, &[], true),
+                vec![change("a", Some(true), &["acme"])],
+            ),
+            (
+                "expired: already held",
+                true,
+                cj("a", true, &["acme"], true),
+                vec![],
+            ),
+            (
+                "expired: person suspended it",
+                true,
+                cj("a", true, &[], true),
+                vec![],
+            ),
+            (
+                "expired: another org holds it",
+                true,
+                cj("a", true, &["beta"], true),
+                vec![change("a", None, &["acme", "beta"])],
+            ),
+            (
+                "expired: not selected",
+                true,
+                cj("a", false, &[], false),
+                vec![],
+            ),
+            (
+                "expired: relabelled out",
+                true,
+                cj("a", true, &["acme"], false),
+                vec![change("a", Some(false), &[])],
+            ),
+            (
+                "valid: resume ours",
+                false,
+                cj("a", true, &["acme"], true),
+                vec![change("a", Some(false), &[])],
+            ),
+            (
+                "valid: shared, keep suspended",
+                false,
+                cj("a", true, &["acme", "beta"], true),
+                vec![change("a", None, &["beta"])],
+            ),
+            (
+                "valid: someone resumed it already",
+                false,
+                cj("a", false, &["acme"], true),
+                vec![change("a", None, &[])],
+            ),
+            (
+                "valid: person's suspension untouched",
+                false,
+                cj("a", true, &[], true),
+                vec![],
+            ),
+            (
+                "valid: nothing held",
+                false,
+                cj("a", false, &[], true),
+                vec![],
+            ),
         ];
         for (what, hold, view, want) in cases {
             let mode = if hold { Mode::Hold } else { Mode::Release };
             assert_eq!(plan("acme", mode, &[view]), want, "{what}");
         }
         // Keep: no new holds, no releases of selected jobs, but let go of unselected ones.
-        assert_eq!(plan("acme", Mode::Keep, &[cj("a", false, &[], true)]), vec![]);
-        assert_eq!(plan("acme", Mode::Keep, &[cj("a", true, &["acme"], true)]), vec![]);
+        assert_eq!(
+            plan("acme", Mode::Keep, &[cj("a", false, &[], true)]),
+            vec![]
+        );
+        assert_eq!(
+            plan("acme", Mode::Keep, &[cj("a", true, &["acme"], true)]),
+            vec![]
+        );
         assert_eq!(
             plan("acme", Mode::Keep, &[cj("a", true, &["acme"], false)]),
             vec![change("a", Some(false), &[])]
@@ -287,8 +352,15 @@ mod tests {
 
     #[test]
     fn held_after_reflects_changes() {
-        let views = vec![cj("a", false, &[], true), cj("b", true, &["acme"], false), cj("c", true, &["acme"], true)];
+        let views = vec![
+            cj("a", false, &[], true),
+            cj("b", true, &["acme"], false),
+            cj("c", true, &["acme"], true),
+        ];
         let changes = plan("acme", Mode::Hold, &views);
-        assert_eq!(held_after("acme", &views, &changes), vec!["a".to_owned(), "c".to_owned()]);
+        assert_eq!(
+            held_after("acme", &views, &changes),
+            vec!["a".to_owned(), "c".to_owned()]
+        );
     }
 }

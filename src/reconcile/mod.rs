@@ -252,8 +252,16 @@ async fn write_status<S: Salesforce>(
 ) -> Result<(), Error> {
     let api: Api<SalesforceOrg> = Api::namespaced(ctx.client.clone(), ns);
     // A merge patch of the whole status: conditions are replaced as a list, which is what we
-    // computed; no resourceVersion, because status has one writer (the leader).
-    let patch = serde_json::json!({ "status": desired });
+    // computed; no resourceVersion, because status has one writer (the leader). Fields that
+    // are now empty are sent as null, since a merge patch keeps whatever it does not mention.
+    let mut body = serde_json::to_value(desired).unwrap_or_default();
+    let current = serde_json::to_value(org.status.clone().unwrap_or_default()).unwrap_or_default();
+    if let (Some(body), Some(current)) = (body.as_object_mut(), current.as_object()) {
+        for key in current.keys() {
+            body.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({ "status": body });
     api.patch_status(
         &org.name_any(),
         &PatchParams::apply(FIELD_MANAGER).validation_strict(),
@@ -299,10 +307,24 @@ async fn announce<S: Salesforce>(
 }
 
 /// Events naming the CronJobs a sync suspended or resumed.
-async fn announce_dependents<S: Salesforce>(ctx: &Context<S>, org: &SalesforceOrg, synced: &Synced) {
+async fn announce_dependents<S: Salesforce>(
+    ctx: &Context<S>,
+    org: &SalesforceOrg,
+    synced: &Synced,
+) {
     for (names, reason, type_, what) in [
-        (&synced.suspended, "CronJobsSuspended", EventType::Warning, "Suspended while the token is expired"),
-        (&synced.resumed, "CronJobsResumed", EventType::Normal, "Resumed now that the token is valid again"),
+        (
+            &synced.suspended,
+            "CronJobsSuspended",
+            EventType::Warning,
+            "Suspended while the token is expired",
+        ),
+        (
+            &synced.resumed,
+            "CronJobsResumed",
+            EventType::Normal,
+            "Resumed now that the token is valid again",
+        ),
     ] {
         if names.is_empty() {
             continue;
