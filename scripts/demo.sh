@@ -1,38 +1,97 @@
 #!/usr/bin/env bash
-# The main job, on this machine with no cluster and no internet: starts a real local control
-# plane, installs the SalesforceOrg CRD, applies an example org with its backup CronJob, shows
-# them as kubectl users see them, then cleans up.
+# The main job, on this machine with no cluster and no internet: a real local control plane,
+# the Salesforce simulator (answering as login.salesforce.com through a local proxy), the
+# operator, and an example org with its nightly backup CronJob. It walks the whole story:
+# connected -> token revoked -> Expired, backup suspended -> new login -> Valid, backup resumed.
+# Everything it starts is stopped at the end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+ns=backups
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sforg-demo.XXXXXX")
-cleanup() { scripts/control-plane.sh stop "$work/cp" || true; rm -rf "$work"; }
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/control-plane.sh stop "$work/cp" || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
-step "Building the operator"
-cargo build --locked --quiet --bin sforg-operator
-step "Starting a local control plane (etcd + kube-apiserver; built once, then cached)"
+step "Building the operator and the Salesforce simulator"
+cargo build --locked --quiet --bin sforg-operator --bin sforg-simulator
+step "Starting a local control plane (etcd + kube-apiserver, built once from the Go modules, then cached)"
 scripts/control-plane.sh start "$work/cp"
 # shellcheck disable=SC1091
 source "$work/cp/env"
 
-step "Installing the SalesforceOrg CRD (generated from the Rust types)"
+step "Starting the Salesforce simulator (org acme, a Connected App, refresh token rotation on)"
+target/debug/sforg-simulator --seed-demo --ca-out "$work/sim-ca.pem" >"$work/sim.json" 2>"$work/sim.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
+sim() { python3 -c "import json,sys; d=json.load(open('$work/sim.json')); print(eval(sys.argv[1]))" "$1"; }
+control=$(sim "d['control_url']")
+proxy=$(sim "d['proxy_url']")
+client_id=$(sim "d['demo']['app']['client_id']")
+client_secret=$(sim "d['demo']['app']['client_secret']")
+user=$(sim "d['demo']['user']['username']")
+echo "simulator: proxy $proxy, control $control, user $user"
+post() { curl -fsS -X POST -H 'content-type: application/json' -d "${2:-{\}}" "$control/_sim/$1"; }
+
+step "Installing the SalesforceOrg CRD and starting the operator (namespace $ns)"
 target/debug/sforg-operator crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established crd/salesforceorgs.orgtokens.dev --timeout=60s
+kubectl create namespace "$ns"
+RUST_LOG=info target/debug/sforg-operator run --namespace "$ns" \
+  --salesforce-proxy "$proxy" --extra-ca-file "$work/sim-ca.pem" >"$work/operator.log" 2>&1 &
+pids+=($!)
 
-step "Applying an example org and its nightly backup CronJob"
-kubectl create namespace backups
-kubectl -n backups apply -f examples/acme-prod.yaml
+step "Applying the example org and its nightly backup CronJob"
+kubectl -n "$ns" create secret generic acme-app --from-literal=client-secret="$client_secret"
+sed "s/3MVG9demoConsumerKey/$client_id/" examples/acme-prod.yaml | kubectl -n "$ns" apply -f -
+kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Pending sforg/acme-prod --timeout=60s
+kubectl -n "$ns" get sforg -o wide
 
-step "kubectl get salesforceorgs -o wide"
-kubectl -n backups get sforg -o wide
-step "kubectl get cronjobs"
-kubectl -n backups get cronjobs
+store_tokens() { # the tokens a person's login produces, written where the operator keeps them
+  post tokens/mint "{\"app\":\"$client_id\",\"user\":\"$user\"}" >"$work/tokens.json"
+  python3 - "$work/tokens.json" >"$work/token-secret.yaml" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+print("apiVersion: v1\nkind: Secret\nmetadata:\n  name: acme-prod-token\n  labels:\n"
+      "    app.kubernetes.io/managed-by: sforg-operator\n    orgtokens.dev/org: acme-prod\nstringData:")
+for k in ("access_token", "refresh_token", "instance_url", "issued_at"):
+    print(f"  {k}: {json.dumps(t[k])}")
+PY
+  kubectl -n "$ns" apply -f "$work/token-secret.yaml" >/dev/null
+}
+
+step "A person logs into Salesforce for the first time (tokens stored in the Secret)"
+store_tokens
+kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Valid sforg/acme-prod --timeout=60s
+kubectl -n "$ns" get sforg -o wide
+kubectl -n "$ns" get cronjobs
+
+step "An admin revokes the token in Salesforce; someone asks for a check now"
+post "users/$user/revoke-tokens" >/dev/null
+kubectl -n "$ns" annotate sforg acme-prod --overwrite orgtokens.dev/check-requested-at="$(date +%s)"
+kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Expired sforg/acme-prod --timeout=60s
+kubectl -n "$ns" wait --for=jsonpath='{.spec.suspend}'=true cronjob/acme-prod-nightly-backup --timeout=60s
+kubectl -n "$ns" get sforg -o wide
+kubectl -n "$ns" get cronjobs
+kubectl -n "$ns" get sforg acme-prod -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+kubectl -n "$ns" get events --field-selector involvedObject.name=acme-prod --sort-by=.lastTimestamp | tail -5
+
+step "The person logs in again; the operator validates the new tokens and resumes the backup"
+store_tokens
+kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Valid sforg/acme-prod --timeout=60s
+kubectl -n "$ns" wait --for=jsonpath='{.spec.suspend}'=false cronjob/acme-prod-nightly-backup --timeout=60s
+kubectl -n "$ns" get sforg -o wide
+kubectl -n "$ns" get cronjobs
 
 step "The schema refuses a bad spec before any controller sees it"
-kubectl -n backups apply -f - <<'YAML' || true
+kubectl -n "$ns" apply -f - <<'YAML' || true
 apiVersion: orgtokens.dev/v1alpha1
 kind: SalesforceOrg
 metadata: {name: broken}
@@ -41,4 +100,7 @@ spec:
   auth: {}
   tokenSecretRef: {name: broken-token}
 YAML
-step "Done; stopping the control plane"
+if grep -q -e "$(python3 -c "import json; print(json.load(open('$work/tokens.json'))['refresh_token'])")" "$work/operator.log"; then
+  echo "error: a token appeared in the operator's log" >&2; exit 1
+fi
+step "Done: the operator's log had no token in it; stopping everything"

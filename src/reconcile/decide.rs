@@ -46,6 +46,9 @@ pub struct Memo {
     pub fingerprint: Fingerprint,
     /// Consecutive transient failures, for backoff.
     pub failures: u32,
+    /// What the check found, so that a reconcile retried after a failed write (a conflict on
+    /// a CronJob, an API hiccup) still acts on it without asking Salesforce again.
+    pub verdict: Option<Verdict>,
 }
 
 /// A problem the schema or the cluster admin's settings should fix, found before any call.
@@ -144,6 +147,25 @@ pub enum Verdict {
     AwaitingAuthorization,
     /// Another refresh of the same token is running at Salesforce: keep the status, retry soon.
     RetrySoon,
+}
+
+impl Verdict {
+    /// The verdict as re-applied later: a renewal is reported once, so re-applying it writes
+    /// nothing new.
+    pub fn settled(&self) -> Verdict {
+        match self {
+            Verdict::Valid {
+                identity,
+                instance_url,
+                ..
+            } => Verdict::Valid {
+                identity: identity.clone(),
+                instance_url: instance_url.clone(),
+                renewed: false,
+            },
+            other => other.clone(),
+        }
+    }
 }
 
 /// Decides whether to ask Salesforce.
@@ -521,6 +543,7 @@ mod tests {
             at: now() - SignedDuration::try_from(ago).unwrap_or_default(),
             fingerprint,
             failures,
+            verdict: None,
         }
     }
 

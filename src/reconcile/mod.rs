@@ -183,7 +183,7 @@ async fn apply<S: Salesforce>(
     };
 
     let (verdict, requeue) = match decide::plan(&observed, now) {
-        Plan::Wait(after) => (None, after),
+        Plan::Wait(after) => (memo.as_ref().and_then(|m| m.verdict.clone()), after),
         Plan::Settle(verdict) => {
             let requeue = decide::requeue_after(&verdict, 0, interval);
             (Some(verdict), requeue)
@@ -209,6 +209,7 @@ async fn apply<S: Salesforce>(
                     at: now,
                     fingerprint,
                     failures,
+                    verdict: Some(verdict.settled()),
                 },
             );
             debug!(org = %name, namespace = %ns, ?verdict, "checked");
