@@ -21,7 +21,8 @@ cleanup() {
 trap cleanup EXIT
 
 step "Building the operator and the Salesforce simulator"
-cargo build --locked --quiet --bin sforg-operator --bin sforg-simulator
+cargo build --locked --quiet --bin sforg-operator
+cargo build --locked --quiet -p sforg-simulator --bin sforg-simulator
 step "Starting a local control plane (etcd + kube-apiserver, built once from the Go modules, then cached)"
 scripts/control-plane.sh start "$work/cp"
 # shellcheck disable=SC1091

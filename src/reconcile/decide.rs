@@ -436,8 +436,8 @@ pub fn desired_status(
             Status::False,
             Status::False,
             "AwaitingAuthorization",
-            "No tokens yet: open the re-auth link (status.reauth.url, or `sforg-operator \
-             reauth NAME`) and log into Salesforce."
+            "No tokens yet: a person has to log into Salesforce for this org; the tokens of \
+             that login go into the Secret named by spec.tokenSecretRef."
                 .to_owned(),
         ),
         Verdict::RetrySoon => return s,
