@@ -454,3 +454,43 @@ async fn bad_secret_contents_give_a_clear_condition() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn a_login_host_outside_the_allowlist_receives_nothing() {
+    let op = Operator::start("allowlist").await;
+    op.ensure_app_secret().await;
+    op.sim.control().clear_proxy_connects();
+    // The schema accepts any https host; the cluster admin's allowlist decides.
+    op.create_org(
+        "evil",
+        json!({
+            "loginUrl": "https://login.salesforce.com.evil.example",
+            "auth": {"webServer": {"clientId": op.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "evil-token"},
+        }),
+    )
+    .await;
+    let seeded = op.seed_tokens("evil-token", "evil").await;
+    let org = op
+        .wait_state("evil", TokenState::Unknown, Some("HostNotAllowed"))
+        .await;
+    let msg = org
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(msg.contains("--allowed-login-domain"), "{msg}");
+    op.request_check("evil").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        op.sim.control().proxy_connects().is_empty(),
+        "nothing was sent anywhere"
+    );
+    let data = op.secret_data("evil-token").await;
+    assert_eq!(
+        data.get("refresh_token"),
+        seeded.refresh_token.as_ref(),
+        "tokens untouched"
+    );
+}

@@ -75,22 +75,23 @@ pub async fn run<S: Salesforce>(
     let mut renewed = false;
     let mut version = None;
 
-    if renew_first || access.is_none() {
-        match renew(ctx, org, ns, seen, creds).await? {
-            Renewal::Stored {
-                access: a,
-                instance_url,
-                version: v,
-            } => {
-                access = Some(a);
-                instance = Some(instance_url);
-                version = v;
-                renewed = true;
-            }
-            Renewal::Refused(e) => return Ok(finish(Err(e), false, instance, None)),
-        }
-    }
+    let mut renew_now = renew_first || access.is_none();
     loop {
+        if renew_now {
+            match renew(ctx, org, ns, seen, creds).await? {
+                Renewal::Stored {
+                    access: a,
+                    instance_url,
+                    version: v,
+                } => {
+                    access = Some(a);
+                    instance = Some(instance_url);
+                    version = v;
+                    renewed = true;
+                }
+                Renewal::Refused(e) => return Ok(finish(Err(e), false, instance, None)),
+            }
+        }
         let (Some(token), Some(url)) = (access.as_ref(), instance.as_ref()) else {
             let err = SfError::Transient {
                 reason: TransientReason::UnexpectedResponse,
@@ -101,19 +102,7 @@ pub async fn run<S: Salesforce>(
         match ctx.salesforce.userinfo(url, token).await {
             Err(SfError::AccessTokenInvalid) if !renewed => {
                 debug!(org = %org.name_any(), "access token dead, renewing");
-                match renew(ctx, org, ns, seen, creds).await? {
-                    Renewal::Stored {
-                        access: a,
-                        instance_url,
-                        version: v,
-                    } => {
-                        access = Some(a);
-                        instance = Some(instance_url);
-                        version = v;
-                        renewed = true;
-                    }
-                    Renewal::Refused(e) => return Ok(finish(Err(e), false, instance, None)),
-                }
+                renew_now = true;
             }
             outcome => return Ok(finish(outcome, renewed, instance, version)),
         }
