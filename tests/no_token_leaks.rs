@@ -43,19 +43,10 @@ fn capture() -> &'static Capture {
 #[tokio::test]
 async fn tokens_never_reach_logs_events_or_status() {
     let logs = capture();
-    let op = Operator::start("leaks").await;
-    op.sim
-        .control()
-        .set_rotation(&op.demo.app.client_id, true)
-        .expect("rotation");
-    op.create_web_org("acme").await;
-    let seeded = op.seed_tokens("acme-token", "acme").await;
+    let (op, seeded) = Operator::with_valid_org("leaks", true).await;
     let mut tokens = vec![seeded.access_token.clone()];
     tokens.extend(seeded.refresh_token.clone());
-    op.wait_state("acme", TokenState::Valid, None).await;
-
-    op.sim.control().expire_all_sessions();
-    op.request_check("acme").await;
+    op.expire_sessions_and_check("acme").await;
     let data = eventually("a rotated token", CONVERGE, || async {
         let data = op.secret_data("acme-token").await;
         (data.get("refresh_token") != seeded.refresh_token.as_ref()).then_some(data)

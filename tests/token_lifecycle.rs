@@ -86,17 +86,8 @@ async fn steady_state_check_writes_nothing() {
 
 #[tokio::test]
 async fn expired_access_token_is_refreshed() {
-    let op = Operator::start("refresh").await;
-    op.sim
-        .control()
-        .set_rotation(&op.demo.app.client_id, false)
-        .expect("rotation off");
-    op.create_web_org("acme").await;
-    let seeded = op.seed_tokens("acme-token", "acme").await;
-    op.wait_state("acme", TokenState::Valid, None).await;
-
-    op.sim.control().expire_all_sessions();
-    op.request_check("acme").await;
+    let (op, seeded) = Operator::with_valid_org("refresh", false).await;
+    op.expire_sessions_and_check("acme").await;
     let data = eventually("a new access token in the Secret", CONVERGE, || async {
         let data = op.secret_data("acme-token").await;
         (data.get("access_token") != Some(&seeded.access_token)).then_some(data)
@@ -126,17 +117,8 @@ async fn expired_access_token_is_refreshed() {
 
 #[tokio::test]
 async fn rotated_refresh_token_is_persisted_and_the_old_one_never_reused() {
-    let op = Operator::start("rotate").await;
-    op.sim
-        .control()
-        .set_rotation(&op.demo.app.client_id, true)
-        .expect("rotation on");
-    op.create_web_org("acme").await;
-    let seeded = op.seed_tokens("acme-token", "acme").await;
-    op.wait_state("acme", TokenState::Valid, None).await;
-
-    op.sim.control().expire_all_sessions();
-    op.request_check("acme").await;
+    let (op, seeded) = Operator::with_valid_org("rotate", true).await;
+    op.expire_sessions_and_check("acme").await;
     let data = eventually(
         "a rotated refresh token in the Secret",
         CONVERGE,

@@ -62,6 +62,29 @@ impl Operator {
         op
     }
 
+    /// A running operator with the web org `acme` connected (Valid), with refresh token
+    /// rotation on or off; returns the tokens it was seeded with.
+    pub async fn with_valid_org(
+        prefix: &str,
+        rotation: bool,
+    ) -> (Self, sforg_simulator::TokenResponse) {
+        let op = Self::start(prefix).await;
+        op.sim
+            .control()
+            .set_rotation(&op.demo.app.client_id, rotation)
+            .expect("set rotation");
+        op.create_web_org("acme").await;
+        let seeded = op.seed_tokens("acme-token", "acme").await;
+        op.wait_state("acme", TokenState::Valid, None).await;
+        (op, seeded)
+    }
+
+    /// Kills every access token at Salesforce, then asks for a check of `name`.
+    pub async fn expire_sessions_and_check(&self, name: &str) {
+        self.sim.control().expire_all_sessions();
+        self.request_check(name).await;
+    }
+
     /// (Re)starts the controller in this process.
     pub fn start_controller(&mut self) {
         let salesforce = HttpSalesforce::new(http_settings(&self.sim)).expect("http client");
