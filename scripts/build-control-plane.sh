@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy,
-# once per pinned version set, into a cache outside the checkout, and prints the directory.
+# Builds etcd, kube-apiserver, kube-controller-manager, kubectl and helm from the Go module
+# proxy, once per pinned version set, into a cache outside the checkout, and prints the directory.
 # The cache key is a hash of the wrapper modules (go.mod + go.sum) and the Go version, so a
-# version bump rebuilds and everything else reuses.
+# version bump rebuilds and everything else reuses. helm (tools/helm) has its own key, kept in
+# DIR/helm.key, so bumping helm rebuilds only helm and bumping Kubernetes only the control plane.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export GOTOOLCHAIN=local
@@ -12,11 +13,25 @@ k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$root/t
 key=$( (cat "$root"/tools/k8s/go.mod "$root"/tools/k8s/go.sum "$root"/tools/etcd/go.mod "$root"/tools/etcd/go.sum; go version) | sha256sum | cut -c1-16)
 cache=${SFORG_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sforg-operator}
 out="$cache/control-plane/$k8s_version-$key"
+helm_module=$(awk '$1=="tool" && $2 ~ /^helm.sh\/helm\// {print $2}' "$root/tools/helm/go.mod")
+helm_major=$(echo "$helm_module" | cut -d/ -f1-3)  # helm.sh/helm/vN
+helm_version=$(awk -v m="$helm_major" '$1==m {print $2}' "$root/tools/helm/go.mod")
+helm_key=$( (cat "$root"/tools/helm/go.mod "$root"/tools/helm/go.sum; go version) | sha256sum | cut -c1-16)
 
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ] && [ -x "$out/kube-controller-manager" ]; then
+control_plane_built() {
+  [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ] && [ -x "$out/kube-controller-manager" ]
+}
+helm_built() {
+  [ -x "$out/helm" ] && [ "$(cat "$out/helm.key" 2>/dev/null)" = "$helm_version-$helm_key" ]
+}
+if control_plane_built && helm_built; then
   echo "$out"
   exit 0
 fi
+# One build at a time (parallel test runs share the cache); whoever waited finds it built.
+mkdir -p "$cache/control-plane"
+exec 9>"$cache/control-plane/.build.lock"
+flock 9
 
 mkdir -p "$out.tmp"
 minor=$(echo "$k8s_version" | cut -d. -f2)
@@ -26,13 +41,33 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-start=$(date +%s)
-echo "building control plane $k8s_version into $out (a cold build takes several minutes)" >&2
-(cd "$root/tools/etcd" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3) >&2
-for cmd in kube-apiserver kube-controller-manager kubectl; do
-  (cd "$root/tools/k8s" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd") >&2
-done
-rm -rf "$out"
-mv "$out.tmp" "$out"
-echo "built in $(( $(date +%s) - start ))s" >&2
+if ! control_plane_built; then
+  start=$(date +%s)
+  echo "building control plane $k8s_version into $out (a cold build takes several minutes)" >&2
+  (cd "$root/tools/etcd" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3) >&2
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    (cd "$root/tools/k8s" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd") >&2
+  done
+  rm -rf "$out"
+  mv "$out.tmp" "$out"
+  echo "built in $(( $(date +%s) - start ))s" >&2
+fi
+
+if ! helm_built; then
+  start=$(date +%s)
+  echo "building helm $helm_version into $out (a cold build takes a few minutes)" >&2
+  # The same version stamps helm's Makefile sets: its own version, and the Kubernetes version
+  # its client libraries speak (the default .Capabilities.KubeVersion of `helm template`).
+  client_go=$(awk '$1=="k8s.io/client-go" {print $2}' "$root/tools/helm/go.mod")
+  kube_minor=$(echo "$client_go" | cut -d. -f2)
+  pkg=$helm_major
+  helm_ldflags="-s -w -X $pkg/internal/version.version=$helm_version -X $pkg/internal/version.gitTreeState=clean"
+  for p in pkg/lint/rules pkg/chartutil; do
+    helm_ldflags+=" -X $pkg/$p.k8sVersionMajor=1 -X $pkg/$p.k8sVersionMinor=$kube_minor"
+  done
+  (cd "$root/tools/helm" && go build -trimpath -ldflags "$helm_ldflags" -o "$out/helm.tmp" "$helm_module") >&2
+  mv -f "$out/helm.tmp" "$out/helm"
+  echo "$helm_version-$helm_key" >"$out/helm.key"
+  echo "built helm in $(( $(date +%s) - start ))s" >&2
+fi
 echo "$out"

@@ -19,6 +19,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Build everything before the control plane starts, so its clock does not include compilation.
 cargo test --workspace --locked --no-run
 
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm (tests/chart.rs uses helm).
 scripts/build-control-plane.sh >/dev/null
 work=$(mktemp -d "${TMPDIR:-/tmp}/sforg-test.XXXXXX")
 cleanup() {

@@ -10,6 +10,8 @@ pub const TOKEN_VALID: &str = "TokenValid";
 pub const TOKEN_EXPIRED: &str = "TokenExpired";
 /// Condition type: the summary GitOps tools read.
 pub const READY: &str = "Ready";
+/// Condition type: the org holds dependent CronJobs suspended.
+pub const DEPENDENTS_SUSPENDED: &str = "DependentsSuspended";
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

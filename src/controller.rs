@@ -5,8 +5,9 @@
 //! to their org by label), so the cache holds nothing else of the cluster's Secrets.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -16,11 +17,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::crd::SalesforceOrg;
+use crate::metrics::{Metrics, OrgSource};
 use crate::reconcile::{self, Context, Settings};
 use crate::salesforce::Salesforce;
+use crate::telemetry::Health;
 use crate::token_secret::{MANAGED_BY, MANAGED_BY_LABEL, ORG_LABEL};
 
 /// Where the controller looks.
@@ -40,6 +43,15 @@ where
     }
 }
 
+/// Optional observers of a controller run.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    /// Records reconciles and reports per-org series from the controller's cache.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Marked synced once the SalesforceOrg cache has its first full list, unsynced on stop.
+    pub health: Option<Health>,
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run<S: Salesforce>(
     client: Client,
@@ -48,6 +60,39 @@ pub async fn run<S: Salesforce>(
     scope: Scope,
     instance: String,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    run_with(
+        client,
+        salesforce,
+        settings,
+        scope,
+        instance,
+        shutdown,
+        Hooks::default(),
+    )
+    .await;
+}
+
+/// Unmarks readiness when the controller stops, however it stops.
+struct Unsync(Option<Health>);
+
+impl Drop for Unsync {
+    fn drop(&mut self) {
+        if let Some(health) = &self.0 {
+            health.set_synced(false);
+        }
+    }
+}
+
+/// [`run`] with metrics and readiness.
+pub async fn run_with<S: Salesforce>(
+    client: Client,
+    salesforce: S,
+    settings: Settings,
+    scope: Scope,
+    instance: String,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    hooks: Hooks,
 ) {
     let reporter = Reporter {
         controller: "sforg-operator".into(),
@@ -58,21 +103,59 @@ pub async fn run<S: Salesforce>(
     let orgs: Api<SalesforceOrg> = api(&client, &scope);
     let secrets: Api<Secret> = api(&client, &scope);
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    Controller::new(orgs, watcher::Config::default())
+    let controller = Controller::new(orgs, watcher::Config::default())
         .watches(secrets, managed, |secret: Secret| {
             let ns = secret.namespace()?;
             let org = secret.labels().get(ORG_LABEL)?.clone();
             Some(ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
         })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let _unsync = Unsync(hooks.health.clone());
+    let _per_org = hooks.metrics.as_ref().map(|metrics| {
+        let ctx = ctx.clone();
+        metrics.watch_orgs(OrgSource {
+            store: store.clone(),
+            last_checks: Box::new(move || ctx.last_checks()),
+        })
+    });
+    let metrics = hooks.metrics.clone();
+    let reconciler = move |org: Arc<SalesforceOrg>, ctx: Arc<Context<S>>| {
+        let metrics = metrics.clone();
+        async move {
+            let started = Instant::now();
+            let result = reconcile::reconcile(org, ctx).await;
+            if let Some(m) = &metrics {
+                m.reconciled(
+                    started.elapsed(),
+                    result.as_ref().err().map(reconcile::Error::metric_label),
+                );
+            }
+            result
+        }
+    };
+    let running = controller
+        .run(reconciler, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => debug!(org = %obj.name, namespace = ?obj.namespace, "reconciled"),
                 Err(e) => warn!(error = %e, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    let mut running = pin!(running);
+    let synced = async {
+        if store.wait_until_ready().await.is_ok() {
+            info!("caches synced");
+            if let Some(health) = &hooks.health {
+                health.set_synced(true);
+            }
+        }
+    };
+    tokio::select! {
+        () = &mut running => return,
+        () = synced => {}
+    }
+    running.await;
 }
 
 fn error_policy<S: Salesforce>(

@@ -35,6 +35,9 @@ pub struct CronJobView {
     pub holders: BTreeSet<String>,
     /// Whether this org's `spec.dependents` selects it.
     pub selected: bool,
+    /// Whether the hold may be re-asserted now if someone resumed the CronJob behind our back
+    /// (at most once per backoff step, so the operator never fights another writer in a loop).
+    pub may_reassert: bool,
 }
 
 /// A change to one CronJob.
@@ -73,6 +76,14 @@ pub fn plan(org: &str, mode: Mode, cronjobs: &[CronJobView]) -> Vec<Change> {
         }
         if mode == Mode::Hold && cj.selected {
             if held_by_us {
+                // Someone resumed a CronJob we hold: re-assert, but only at backoff.
+                if !cj.suspended && cj.may_reassert {
+                    changes.push(Change {
+                        name: cj.name.clone(),
+                        suspend: Some(true),
+                        holders,
+                    });
+                }
                 continue;
             }
             if !cj.suspended {
@@ -177,20 +188,86 @@ pub struct Synced {
     pub suspended: Vec<String>,
     /// CronJobs resumed by this sync.
     pub resumed: Vec<String>,
+    /// CronJobs this org holds that someone else resumed (re-asserted or waiting for backoff).
+    pub overridden: Vec<String>,
+}
+
+/// Remembers, per org and CronJob, when a hold was last re-asserted against another writer,
+/// so re-assertions back off: at once, then after 30 s, 1 min, 2 min ... at most 10 min.
+#[derive(Default)]
+pub struct Tracker {
+    reasserts:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (std::time::Instant, u32)>>,
+}
+
+impl Tracker {
+    fn may_reassert(&self, org_uid: &str, cronjob: &str) -> bool {
+        let Ok(map) = self.reasserts.lock() else {
+            return false;
+        };
+        match map.get(&(org_uid.to_owned(), cronjob.to_owned())) {
+            None => true,
+            Some((at, count)) => at.elapsed() >= reassert_backoff(*count),
+        }
+    }
+
+    fn record(&self, org_uid: &str, cronjob: &str) {
+        if let Ok(mut map) = self.reasserts.lock() {
+            let entry = map
+                .entry((org_uid.to_owned(), cronjob.to_owned()))
+                .or_insert((std::time::Instant::now(), 0));
+            *entry = (std::time::Instant::now(), entry.1 + 1);
+        }
+    }
+
+    fn forget(&self, org_uid: &str, cronjob: &str) {
+        if let Ok(mut map) = self.reasserts.lock() {
+            map.remove(&(org_uid.to_owned(), cronjob.to_owned()));
+        }
+    }
+}
+
+/// The wait before the next re-assertion after `count` of them.
+pub fn reassert_backoff(count: u32) -> std::time::Duration {
+    let secs = 15u64.saturating_mul(1u64 << count.min(6));
+    std::time::Duration::from_secs(secs.min(600))
 }
 
 /// Lists the namespace's CronJobs and applies [`plan`]. With `release_all` every hold of
-/// the org is released, selected or not (deletion).
+/// the org is released, selected or not (deletion). A patch that loses a race (409) is
+/// planned again from a fresh list, a few times, before the error goes back to the caller.
 pub async fn sync(
     client: &kube::Client,
+    tracker: &Tracker,
     org: &SalesforceOrg,
     ns: &str,
     mode: Mode,
     release_all: bool,
 ) -> Result<Synced, kube::Error> {
+    let mut synced = Synced::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match sync_once(client, tracker, org, ns, mode, release_all, &mut synced).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 4 => continue,
+            other => return other.map(|()| synced),
+        }
+    }
+}
+
+async fn sync_once(
+    client: &kube::Client,
+    tracker: &Tracker,
+    org: &SalesforceOrg,
+    ns: &str,
+    mode: Mode,
+    release_all: bool,
+    synced: &mut Synced,
+) -> Result<(), kube::Error> {
     let api: Api<CronJob> = Api::namespaced(client.clone(), ns);
     let list = api.list(&ListParams::default()).await?;
     let name = org.name_any();
+    let uid = org.uid().unwrap_or_default();
     let views: Vec<CronJobView> = list
         .items
         .iter()
@@ -199,15 +276,19 @@ pub async fn sync(
             suspended: cj.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
             holders: holders(cj),
             selected: !release_all && selects(org.spec.dependents.as_ref(), cj),
+            may_reassert: tracker.may_reassert(&uid, &cj.name_any()),
         })
         .collect();
     let mode = if release_all { Mode::Release } else { mode };
     let changes = plan(&name, mode, &views);
-    let mut synced = Synced {
-        held: held_after(&name, &views, &changes),
-        ..Default::default()
-    };
+    synced.held = held_after(&name, &views, &changes);
+    synced.overridden = views
+        .iter()
+        .filter(|v| mode == Mode::Hold && v.selected && v.holders.contains(&name) && !v.suspended)
+        .map(|v| v.name.clone())
+        .collect();
     for change in &changes {
+        let view = views.iter().find(|v| v.name == change.name);
         let version = list
             .items
             .iter()
@@ -230,18 +311,29 @@ pub async fn sync(
             &Patch::Merge(&patch),
         )
         .await?;
+        let reasserted = view.is_some_and(|v| v.holders.contains(&name));
         match change.suspend {
+            Some(true) if reasserted => tracker.record(&uid, &change.name),
             Some(true) => synced.suspended.push(change.name.clone()),
             Some(false) => synced.resumed.push(change.name.clone()),
             None => {}
         }
+        if !change.holders.contains(&name) {
+            tracker.forget(&uid, &change.name);
+        }
     }
-    Ok(synced)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reassert_backoff_grows_and_caps() {
+        let got: Vec<u64> = (0..8).map(|c| reassert_backoff(c).as_secs()).collect();
+        assert_eq!(got, [15, 30, 60, 120, 240, 480, 600, 600]);
+    }
 
     fn cj(name: &str, suspended: bool, holders: &[&str], selected: bool) -> CronJobView {
         CronJobView {
@@ -249,6 +341,7 @@ mod tests {
             suspended,
             holders: holders.iter().map(|s| (*s).to_owned()).collect(),
             selected,
+            may_reassert: false,
         }
     }
 
@@ -335,6 +428,17 @@ mod tests {
             let mode = if hold { Mode::Hold } else { Mode::Release };
             assert_eq!(plan("acme", mode, &[view]), want, "{what}");
         }
+        // Resumed behind our back: re-asserted only when the backoff allows.
+        let mut overridden = cj("a", false, &["acme"], true);
+        assert_eq!(
+            plan("acme", Mode::Hold, std::slice::from_ref(&overridden)),
+            vec![]
+        );
+        overridden.may_reassert = true;
+        assert_eq!(
+            plan("acme", Mode::Hold, &[overridden]),
+            vec![change("a", Some(true), &["acme"])]
+        );
         // Keep: no new holds, no releases of selected jobs, but let go of unselected ones.
         assert_eq!(
             plan("acme", Mode::Keep, &[cj("a", false, &[], true)]),

@@ -5,11 +5,15 @@
 //! `TokenValid` / `TokenExpired`, pauses dependents while a person must log in again, and
 //! resumes exactly what it paused once the org is healthy.
 
+pub mod callback;
+pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod dependents;
+pub mod leader;
 pub mod manifests;
+pub mod metrics;
 pub mod reconcile;
 pub mod salesforce;
 pub mod secret;

@@ -1,15 +1,20 @@
 //! The `sforg-operator` command: wiring only; behaviour lives in the library modules.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sforg_operator::controller::{self, Scope};
+use sforg_operator::callback;
+use sforg_operator::cli;
+use sforg_operator::controller::{self, Hooks, Scope};
+use sforg_operator::leader::{self, Elector, LeaseConfig};
+use sforg_operator::metrics::{Instrumented, Metrics};
 use sforg_operator::reconcile::Settings;
 use sforg_operator::salesforce::allowlist::{DEFAULT_DOMAINS, HostAllowlist};
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
-use sforg_operator::telemetry::{self, LogFormat};
+use sforg_operator::telemetry::{self, Health, LogFormat};
 
 /// Keeps Salesforce org connections alive in Kubernetes.
 ///
@@ -30,11 +35,20 @@ enum Command {
     /// Examples:
     ///   sforg-operator run
     ///   sforg-operator run --namespace backups --allowed-login-domain acme-login.example.com
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the SalesforceOrg CustomResourceDefinition as YAML.
     ///
     /// Example: sforg-operator crd | kubectl apply --server-side -f -
     Crd,
+    /// Show the SalesforceOrgs as a table: token state, org, user, CronJobs held, reason and
+    /// re-auth link (uses KUBECONFIG and the current context, like kubectl).
+    Status(cli::StatusArgs),
+    /// Print the link a person opens to log into Salesforce again for an org, or say why
+    /// there is none.
+    Reauth(cli::ReauthArgs),
+    /// Ask the operator to check an org against Salesforce now, and optionally wait for the
+    /// result.
+    Check(cli::CheckArgs),
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +84,82 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "SFORG_LOG_FORMAT")]
     log_format: LogFormat,
+
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:9090",
+        env = "SFORG_METRICS_LISTEN",
+        value_name = "ADDR"
+    )]
+    metrics_listen: SocketAddr,
+
+    /// Run the controller without leader election: only for a single replica or local
+    /// development, never with two replicas.
+    #[arg(long)]
+    no_leader_election: bool,
+
+    /// The Lease that elects the one replica that reconciles.
+    #[arg(long, default_value = leader::DEFAULT_LEASE_NAME, value_name = "NAME")]
+    lease_name: String,
+
+    /// The Lease's namespace (default: the pod's namespace from POD_NAMESPACE, else "default").
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// How long a leader's claim lasts without renewal: a standby takes over this long after
+    /// the leader dies.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+
+    /// How often the leader renews its claim (at most half the lease duration).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    lease_renew_interval: Duration,
+
+    /// The base URL at which browsers reach the re-auth server, for example
+    /// https://sforg.example.com (the chart sets it from its Ingress host). Re-auth links are
+    /// written to status only when it is set; the Connected App's callback URL must be
+    /// URL/oauth/callback.
+    #[arg(long, env = "SFORG_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+
+    /// Serve re-auth links and the OAuth callback on this address (with --public-url). Every
+    /// replica serves them, leader or not.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        env = "SFORG_CALLBACK_LISTEN",
+        value_name = "ADDR"
+    )]
+    callback_listen: SocketAddr,
+
+    /// The Secret with the key that signs re-auth links and OAuth states, created when missing
+    /// [default: sforg-operator-state-key in the operator's namespace].
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_secret_ref)]
+    state_key_secret: Option<(Option<String>, String)>,
+
+    /// Revoke the refresh token that a re-auth replaces; --revoke-superseded-tokens=false keeps
+    /// it valid.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", action = clap::ArgAction::Set)]
+    revoke_superseded_tokens: bool,
+}
+
+/// `NAMESPACE/NAME`, or `NAME` in the operator's namespace.
+fn parse_secret_ref(s: &str) -> Result<(Option<String>, String), String> {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 253
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    match s.split_once('/') {
+        Some((ns, name)) if valid(ns) && valid(name) => Ok((Some(ns.to_owned()), name.to_owned())),
+        None if valid(s) => Ok((None, s.to_owned())),
+        _ => Err(format!(
+            "{s:?} is not NAMESPACE/NAME of a Secret, for example sforg-system/sforg-operator-state-key"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -104,13 +194,53 @@ async fn run(args: RunArgs) -> Result<(), String> {
         allowlist: allowlist.clone(),
         ..HttpSettings::default()
     };
-    let salesforce = HttpSalesforce::new(http).map_err(|e| e.to_string())?;
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let listener = telemetry::bind(args.metrics_listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let router = telemetry::router(metrics.clone(), health.clone());
+    tokio::spawn(async move {
+        if let Err(e) = telemetry::serve(listener, router, std::future::pending()).await {
+            tracing::error!(error = %e, "metrics and health server failed");
+        }
+    });
+    let salesforce = Instrumented::new(
+        HttpSalesforce::new(http).map_err(|e| e.to_string())?,
+        metrics.clone(),
+    );
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
     })?;
+    let reauth = match &args.public_url {
+        Some(url) => {
+            let options = callback::ServerOptions {
+                public_url: url.clone(),
+                listen: args.callback_listen,
+                key_secret: args
+                    .state_key_secret
+                    .clone()
+                    .unwrap_or((None, callback::DEFAULT_KEY_SECRET.to_owned())),
+                revoke_superseded: args.revoke_superseded_tokens,
+            };
+            let spawned = callback::spawn(
+                &client,
+                salesforce.clone(),
+                allowlist.clone(),
+                options,
+                shutdown_signal(),
+            );
+            Some(spawned.await.map_err(|e| e.to_string())?)
+        }
+        None => {
+            tracing::info!("no --public-url: re-auth links are not written to status");
+            None
+        }
+    };
     let settings = Settings {
         keepalive: args.refresh_keepalive,
         allowlist,
+        reauth,
     };
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -118,16 +248,55 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let scope = Scope {
         namespace: args.namespace,
     };
-    tracing::info!(namespace = ?scope.namespace, domains = ?settings.allowlist.domains(), "starting");
-    controller::run(
-        client,
-        salesforce,
-        settings,
-        scope,
-        instance,
-        shutdown_signal(),
-    )
-    .await;
+    tracing::info!(namespace = ?scope.namespace, domains = ?settings.allowlist.domains(), metrics = %args.metrics_listen, "starting");
+    let hooks = Hooks {
+        metrics: Some(metrics.clone()),
+        health: Some(health.clone()),
+    };
+    if args.no_leader_election {
+        metrics.set_leader(true);
+        controller::run_with(
+            client,
+            salesforce,
+            settings,
+            scope,
+            instance,
+            shutdown_signal(),
+            hooks,
+        )
+        .await;
+    } else {
+        let config = LeaseConfig {
+            lease_duration: args.lease_duration,
+            renew_interval: args.lease_renew_interval,
+            ..LeaseConfig::new(
+                args.lease_name.clone(),
+                args.lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                // Unique even for two processes on one host without POD_NAME.
+                format!("{instance}_{}", std::process::id()),
+            )
+        };
+        let elector = Elector::new(client.clone(), config)
+            .map_err(|e| e.to_string())?
+            .with_metrics(metrics.clone())
+            .with_health(health.clone());
+        elector
+            .run(shutdown_signal(), |stop| {
+                controller::run_with(
+                    client.clone(),
+                    salesforce.clone(),
+                    settings.clone(),
+                    scope.clone(),
+                    instance.clone(),
+                    stop,
+                    hooks.clone(),
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -161,7 +330,10 @@ async fn main() -> ExitCode {
         Command::Crd => sforg_operator::manifests::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(|e| e.to_string()),
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
+        Command::Status(args) => cli::status(&args).await.map_err(|e| e.to_string()),
+        Command::Reauth(args) => cli::reauth(&args).await.map_err(|e| e.to_string()),
+        Command::Check(args) => cli::check(&args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

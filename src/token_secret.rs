@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
 
+use crate::crd::SalesforceOrg;
 use crate::salesforce::TokenResponse;
 use crate::secret::SecretString;
 
@@ -172,6 +175,59 @@ pub fn data_after(
         }
     }
     data
+}
+
+/// The labels of an org's token Secret.
+pub fn labels(org: &SalesforceOrg) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        (ORG_LABEL.to_owned(), org.name_any()),
+    ])
+}
+
+/// The token Secret to write with `data`: `current` with our labels added (its
+/// resourceVersion kept, as the write's precondition), or a new Secret owned by the org.
+pub fn prepared(
+    org: &SalesforceOrg,
+    ns: &str,
+    current: Option<&Secret>,
+    data: BTreeMap<String, ByteString>,
+) -> Secret {
+    match current {
+        None => Secret {
+            metadata: ObjectMeta {
+                name: Some(org.spec.token_secret_ref.name.clone()),
+                namespace: Some(ns.to_owned()),
+                labels: Some(labels(org)),
+                owner_references: org.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(data),
+            ..Default::default()
+        },
+        Some(existing) => {
+            let mut secret = existing.clone();
+            let mut l = secret.metadata.labels.take().unwrap_or_default();
+            l.extend(labels(org));
+            secret.metadata.labels = Some(l);
+            secret.metadata.managed_fields = None;
+            secret.data = Some(data);
+            secret.string_data = None;
+            secret
+        }
+    }
+}
+
+/// Creates a [`prepared`] Secret, or replaces it under its resourceVersion: a 409 means
+/// someone else wrote (or created) it first.
+pub async fn save(api: &Api<Secret>, secret: &Secret) -> Result<Secret, kube::Error> {
+    if secret.metadata.resource_version.is_some() {
+        api.replace(&secret.name_any(), &PostParams::default(), secret)
+            .await
+    } else {
+        api.create(&PostParams::default(), secret).await
+    }
 }
 
 #[cfg(test)]

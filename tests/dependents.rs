@@ -282,3 +282,71 @@ async fn restart_halfway_through_converges() {
         assert_eq!(suspended(&op, n).await, (false, None), "{n}");
     }
 }
+
+#[tokio::test]
+async fn another_writer_resuming_a_held_cronjob_is_not_fought_in_a_loop() {
+    let op = Operator::start("fight").await;
+    create_cronjob(&op, "nightly", &[("backup-of", "acme")], false).await;
+    org_with_dependents(&op, "acme").await;
+    expire(&op, &["acme"]).await;
+    wait_suspended(&op, "nightly", true).await;
+
+    let resume = json!({"spec": {"suspend": false}});
+    let gitops = PatchParams::apply("gitops-tool");
+    // First override: re-asserted once (at the next look, within the holding recheck).
+    cronjobs(&op)
+        .patch("nightly", &gitops, &Patch::Merge(&resume))
+        .await
+        .expect("resume");
+    wait_suspended(&op, "nightly", true).await;
+    eventually("a Warning about the override", CONVERGE, || async {
+        let events = op.events_for("acme").await;
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("CronJobsResumedByAnotherWriter"))
+            .then_some(())
+    })
+    .await;
+
+    // Second override: within the backoff the operator does not write the CronJob at all,
+    // however often it looks.
+    let after = cronjobs(&op)
+        .patch("nightly", &gitops, &Patch::Merge(&resume))
+        .await
+        .expect("resume");
+    for _ in 0..4 {
+        op.request_check("acme").await;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    let now = cronjobs(&op).get("nightly").await.expect("get");
+    assert_eq!(
+        now.metadata.resource_version, after.metadata.resource_version,
+        "no write loop"
+    );
+    assert_eq!(
+        suspended(&op, "nightly").await,
+        (false, Some("acme".into())),
+        "still held, not fought"
+    );
+    let org = eventually("the override to be reported", CONVERGE, || async {
+        let org = op.orgs().get("acme").await.ok()?;
+        let c = org
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "DependentsSuspended")?
+            .clone();
+        (c.reason == "ResumedByAnotherWriter").then_some(c)
+    })
+    .await;
+    assert!(org.message.contains("nightly"), "{}", org.message);
+
+    // Recovery releases it and clears the report.
+    reauthorize(&op, "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    eventually("the hold to be released", CONVERGE, || async {
+        (suspended(&op, "nightly").await == (false, None)).then_some(())
+    })
+    .await;
+}

@@ -6,11 +6,9 @@
 //! again: if someone else stored newer tokens, ours are dropped and never used, and the same
 //! refresh token is never presented twice.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
+use kube::api::Api;
 use tracing::{debug, info};
 
 use super::decide::{CheckKind, CheckResult};
@@ -21,7 +19,7 @@ use crate::salesforce::{
     Identity, LostReason, Salesforce, SfError, TokenResponse, TransientReason,
 };
 use crate::secret::SecretString;
-use crate::token_secret::{self, MANAGED_BY, MANAGED_BY_LABEL, ORG_LABEL, TokenFile};
+use crate::token_secret::{self, TokenFile};
 
 /// A check's result and the token Secret's version after it.
 #[derive(Debug)]
@@ -173,13 +171,6 @@ async fn renew<S: Salesforce>(
     }
 }
 
-fn labels(org: &SalesforceOrg) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-        (ORG_LABEL.to_owned(), org.name_any()),
-    ])
-}
-
 /// Writes the tokens with a resourceVersion precondition. `None` means someone else stored
 /// newer tokens first, and ours must not be used.
 async fn store<S: Salesforce>(
@@ -201,34 +192,8 @@ async fn store<S: Salesforce>(
             creds.client_id(),
             creds.client_secret(),
         );
-        let result = match &current {
-            None => {
-                let secret = Secret {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some(ns.to_owned()),
-                        labels: Some(labels(org)),
-                        owner_references: org.controller_owner_ref(&()).map(|o| vec![o]),
-                        ..Default::default()
-                    },
-                    type_: Some("Opaque".into()),
-                    data: Some(data),
-                    ..Default::default()
-                };
-                api.create(&PostParams::default(), &secret).await
-            }
-            Some(existing) => {
-                let mut secret = existing.clone();
-                let mut l = secret.metadata.labels.take().unwrap_or_default();
-                l.extend(labels(org));
-                secret.metadata.labels = Some(l);
-                secret.metadata.managed_fields = None;
-                secret.data = Some(data);
-                secret.string_data = None;
-                api.replace(name, &PostParams::default(), &secret).await
-            }
-        };
-        match result {
+        let secret = token_secret::prepared(org, ns, current.as_ref(), data);
+        match token_secret::save(&api, &secret).await {
             Ok(written) => return Ok(written.metadata.resource_version),
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 // Conflict or AlreadyExists: look again.

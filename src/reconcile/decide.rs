@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{self, Desired, Status};
-use crate::crd::{SalesforceOrgStatus, TokenState};
+use crate::crd::{ReauthLink, SalesforceOrgStatus, TokenState};
 use crate::salesforce::{Identity, LostReason, SfError, TransientReason};
 use crate::token_secret::TokenFile;
 
@@ -79,6 +79,8 @@ pub struct Observed<'a> {
     pub interval: Duration,
     /// Refresh at least this often, so an idle-expiry policy never kills the refresh token.
     pub keepalive: Duration,
+    /// The operator serves re-auth links (it has a public URL), so messages may point to one.
+    pub reauth_links: bool,
 }
 
 /// What to do next.
@@ -242,18 +244,13 @@ pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
             if let Some(want) = pinned
                 && !same_org_id(want, &identity.org_id)
             {
-                let how = if o.expected_org_id.is_some() {
-                    "change spec.expectedOrgId if the new org is intended"
-                } else {
-                    "if this is a refreshed sandbox or an intended move, set spec.expectedOrgId \
-                     to the new org id to accept it deliberately"
-                };
                 return Verdict::Expired {
                     reason: "WrongOrg",
-                    message: format!(
-                        "The tokens belong to org {} but this resource is pinned to org {want}: \
-                         log in to the right org through the re-auth link, or {how}.",
-                        identity.org_id
+                    message: wrong_org_message(
+                        &identity.org_id,
+                        want,
+                        o.expected_org_id.is_some(),
+                        relogin(o),
                     ),
                 };
             }
@@ -270,7 +267,7 @@ pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
             let org = o.status.org_id.as_deref().unwrap_or("the org");
             Verdict::Expired {
                 reason: lost_reason_name(*reason),
-                message: lost_message(*reason, org, description),
+                message: lost_message(*reason, org, description, relogin(o)),
             }
         }
         Err(SfError::Transient {
@@ -307,7 +304,7 @@ pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
 }
 
 /// 15- and 18-character ids name the same org when the first 15 characters match.
-fn same_org_id(a: &str, b: &str) -> bool {
+pub fn same_org_id(a: &str, b: &str) -> bool {
     a.get(..15).unwrap_or(a) == b.get(..15).unwrap_or(b)
 }
 
@@ -329,27 +326,89 @@ pub fn lost_reason_name(reason: LostReason) -> &'static str {
     }
 }
 
-fn lost_message(reason: LostReason, org: &str, description: &str) -> String {
+/// How new tokens get in place once the cause is fixed, as messages say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relogin {
+    /// A person opens the link in `status.reauth.url`.
+    Link,
+    /// A web server org, but the operator serves no links (it has no public URL).
+    Manual,
+    /// A headless flow: the operator gets a token itself.
+    Headless,
+}
+
+impl Relogin {
+    fn then(self) -> &'static str {
+        match self {
+            Relogin::Link => "open the re-auth link in status.reauth.url and log in",
+            Relogin::Manual => {
+                "log in again and store the new tokens in the Secret named by \
+                 spec.tokenSecretRef (this operator serves no re-auth links: it runs without \
+                 --public-url)"
+            }
+            Relogin::Headless => {
+                "the operator gets a new token at its next check (annotate the org with \
+                 orgtokens.dev/check-requested-at to check now)"
+            }
+        }
+    }
+}
+
+/// How an org gets new tokens: links only for web server orgs of an operator that serves them.
+pub fn relogin(o: &Observed<'_>) -> Relogin {
+    match (&o.flow, o.reauth_links) {
+        (Ok(FlowKind::WebServer), true) => Relogin::Link,
+        (Ok(FlowKind::WebServer), false) => Relogin::Manual,
+        (Ok(_), _) => Relogin::Headless,
+        // A misconfigured org is not Expired; the wording matters little.
+        (Err(_), links) => {
+            if links {
+                Relogin::Link
+            } else {
+                Relogin::Manual
+            }
+        }
+    }
+}
+
+/// The message for tokens of another org than the pinned one.
+pub fn wrong_org_message(got: &str, want: &str, expected_set: bool, relogin: Relogin) -> String {
+    let how = if expected_set {
+        "change spec.expectedOrgId if the new org is intended"
+    } else {
+        "if this is a refreshed sandbox or an intended move, set spec.expectedOrgId to the new \
+         org id to accept it deliberately"
+    };
+    let right_org = match relogin {
+        Relogin::Headless => "connect the right org (check spec.auth and spec.loginUrl)".to_owned(),
+        r => format!("log in to the right org ({})", r.then()),
+    };
+    format!(
+        "The tokens belong to org {got} but this resource is pinned to org {want}: {right_org}, or {how}."
+    )
+}
+
+fn lost_message(reason: LostReason, org: &str, description: &str, relogin: Relogin) -> String {
+    let then = relogin.then();
     let what = match reason {
         LostReason::RefreshTokenRevoked => format!(
             "Salesforce no longer accepts the refresh token for {org} (expired by policy, \
-             revoked, or reused after rotation): open the re-auth link to log in again."
+             revoked, or reused after rotation): {then}."
         ),
         LostReason::UserInactive => format!(
-            "The Salesforce user is deactivated in {org}: reactivate it, or log in as another \
-             user through the re-auth link."
+            "The Salesforce user is deactivated in {org}: reactivate it (or use another user), \
+             then {then}."
         ),
-        LostReason::UserLocked => format!(
-            "The Salesforce user is locked out of {org}: unlock it in Setup, then use the \
-             re-auth link."
-        ),
+        LostReason::UserLocked => {
+            format!("The Salesforce user is locked out of {org}: unlock it in Setup, then {then}.")
+        }
         LostReason::ConnectedAppNotInstalled => format!(
             "The Connected App is not installed in {org}: install it (Setup > Connected Apps \
-             OAuth Usage > Install), then use the re-auth link."
+             OAuth Usage > Install), then {then}."
         ),
         LostReason::ConnectedAppBlocked => format!(
             "An administrator blocked the Connected App in {org}: unblock it (Setup > Connected \
-             Apps OAuth Usage), then use the re-auth link."
+             Apps OAuth Usage), then {then}."
         ),
         LostReason::InvalidClientId => "Salesforce does not know this consumer key: check the \
              client id in spec.auth (a new Connected App can take minutes to propagate)."
@@ -359,7 +418,7 @@ fn lost_message(reason: LostReason, org: &str, description: &str) -> String {
             .to_owned(),
         LostReason::UserNotApproved => format!(
             "The user is not approved for the Connected App in {org}: pre-authorize the user's \
-             profile or permission set, then use the re-auth link."
+             profile or permission set, then {then}."
         ),
         LostReason::IpRestricted => format!(
             "Salesforce refuses logins from the operator's network for {org}: relax the \
@@ -373,8 +432,8 @@ fn lost_message(reason: LostReason, org: &str, description: &str) -> String {
              client credentials flow: set one in the app's OAuth policies."
             .to_owned(),
         LostReason::Refused => format!(
-            "Salesforce refused the authorization for {org}: check the Connected App, then use \
-             the re-auth link."
+            "Salesforce refused the authorization for {org}: check the Connected App, then \
+             {then}."
         ),
     };
     if description.is_empty() {
@@ -435,7 +494,7 @@ pub fn desired_status(
             Status::False,
             Status::False,
             Status::False,
-            "AwaitingAuthorization",
+            AWAITING_AUTHORIZATION,
             "No tokens yet: a person has to log into Salesforce for this org; the tokens of \
              that login go into the Secret named by spec.tokenSecretRef."
                 .to_owned(),
@@ -498,6 +557,217 @@ pub fn requeue_after(verdict: &Verdict, failures: u32, interval: Duration) -> Du
     }
 }
 
+/// Renew the link in status when less than this remains of it.
+pub const LINK_RENEW_BEFORE: Duration = Duration::from_secs(3600);
+
+/// What to do with `status.reauth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPlan {
+    /// Leave it as it is, present or absent.
+    Keep,
+    /// Write a new link.
+    Issue,
+    /// Remove it.
+    Remove,
+}
+
+/// Whether an org waits for a person: a web server org with no tokens yet, or expired.
+pub fn needs_person(web_server: bool, state: Option<TokenState>) -> bool {
+    web_server && matches!(state, Some(TokenState::Pending | TokenState::Expired))
+}
+
+fn renew_due(link: &ReauthLink, now: Timestamp) -> bool {
+    let remaining = link.expires_at.0.duration_since(now);
+    remaining.as_secs() < LINK_RENEW_BEFORE.as_secs() as i64
+}
+
+/// How long until a link in status must be renewed.
+pub fn link_renew_in(link: &ReauthLink, now: Timestamp) -> Duration {
+    let remaining = link.expires_at.0.duration_since(now).as_secs();
+    Duration::from_secs(
+        remaining
+            .saturating_sub(LINK_RENEW_BEFORE.as_secs() as i64)
+            .max(0) as u64,
+    )
+}
+
+/// Decides `status.reauth` from the state the status is about to have. A link is written while
+/// a web server org needs a person, renewed when under an hour of it remains or when it no
+/// longer verifies (new key or public URL), and removed once the org is Valid. An Unknown org
+/// (an outage) keeps a link it has but gets no new one. Writing only on these changes keeps
+/// steady reconciles from writing status.
+pub fn link_plan(
+    web_server: bool,
+    links: bool,
+    state: Option<TokenState>,
+    current: Option<&ReauthLink>,
+    current_verifies: bool,
+    now: Timestamp,
+) -> LinkPlan {
+    let usable = current.is_some_and(|l| current_verifies && !renew_due(l, now));
+    if !web_server || !links || state == Some(TokenState::Valid) {
+        return if current.is_some() {
+            LinkPlan::Remove
+        } else {
+            LinkPlan::Keep
+        };
+    }
+    if !needs_person(web_server, state) && current.is_none() {
+        return LinkPlan::Keep;
+    }
+    if usable {
+        LinkPlan::Keep
+    } else {
+        LinkPlan::Issue
+    }
+}
+
+/// Reason of a failed login in which the person chose Deny.
+pub const AUTHORIZATION_DENIED: &str = "AuthorizationDenied";
+/// Reason of a failed login that Salesforce refused for a reason we cannot name.
+pub const AUTHORIZATION_FAILED: &str = "AuthorizationFailed";
+/// Reason while a web server org has no tokens yet.
+pub const AWAITING_AUTHORIZATION: &str = "AwaitingAuthorization";
+
+/// A failed login through the re-auth link, as the callback records it on the org (the
+/// callback never writes status), for the reconciler to report while the org still needs a
+/// person.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReauthFailure {
+    /// The condition reason: a lost-authorization reason such as `ConnectedAppNotInstalled`,
+    /// or [`AUTHORIZATION_DENIED`] or [`AUTHORIZATION_FAILED`].
+    pub reason: String,
+    /// What Salesforce said (sanitized and bounded).
+    #[serde(default)]
+    pub description: String,
+    /// The token Secret's resourceVersion at the time ("" without a Secret): once the tokens
+    /// change, the failure is history.
+    #[serde(default)]
+    pub tokens: String,
+}
+
+const LOST_REASONS: [LostReason; 12] = [
+    LostReason::RefreshTokenRevoked,
+    LostReason::UserInactive,
+    LostReason::UserLocked,
+    LostReason::ConnectedAppNotInstalled,
+    LostReason::ConnectedAppBlocked,
+    LostReason::InvalidClientId,
+    LostReason::InvalidClientSecret,
+    LostReason::UserNotApproved,
+    LostReason::IpRestricted,
+    LostReason::InvalidAudience,
+    LostReason::NoClientCredentialsUser,
+    LostReason::Refused,
+];
+
+/// The condition reason and message of a failed re-auth; `None` for a reason this operator
+/// does not write (a hand-edited annotation).
+pub fn failure_condition(f: &ReauthFailure, org: &str) -> Option<(&'static str, String)> {
+    let said = if f.description.is_empty() {
+        String::new()
+    } else {
+        format!(" (Salesforce said: {})", f.description)
+    };
+    match f.reason.as_str() {
+        AUTHORIZATION_DENIED => Some((
+            AUTHORIZATION_DENIED,
+            format!(
+                "The last login through the re-auth link for {org} was denied at Salesforce: \
+                 open the link again and choose Allow.{said}"
+            ),
+        )),
+        AUTHORIZATION_FAILED => Some((
+            AUTHORIZATION_FAILED,
+            format!(
+                "The last login through the re-auth link for {org} failed at Salesforce{said}: \
+                 fix what it says, then open the link again."
+            ),
+        )),
+        name => {
+            let reason = LOST_REASONS
+                .into_iter()
+                .find(|r| lost_reason_name(*r) == name)?;
+            Some((
+                lost_reason_name(reason),
+                lost_message(reason, org, &f.description, Relogin::Link),
+            ))
+        }
+    }
+}
+
+/// Sets the reason and message of the token conditions, keeping their statuses.
+fn explain(
+    status: &mut SalesforceOrgStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let t = Time(now);
+    for type_ in [
+        conditions::TOKEN_VALID,
+        conditions::TOKEN_EXPIRED,
+        conditions::READY,
+    ] {
+        let Some(current) = conditions::get(&status.conditions, type_) else {
+            continue;
+        };
+        let status_now = match current.status.as_str() {
+            "True" => Status::True,
+            "False" => Status::False,
+            _ => Status::Unknown,
+        };
+        let desired = Desired {
+            type_,
+            status: status_now,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        };
+        conditions::set(&mut status.conditions, desired, generation, &t);
+    }
+}
+
+/// Reports a failed re-auth on the conditions while the org needs a person and its tokens are
+/// still those the failure saw (`tokens_version`: the token Secret's resourceVersion now).
+pub fn report_failure(
+    status: &mut SalesforceOrgStatus,
+    failure: &ReauthFailure,
+    web_server: bool,
+    tokens_version: Option<&str>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    if !needs_person(web_server, status.state) || failure.tokens != tokens_version.unwrap_or("") {
+        return;
+    }
+    let org = status.org_id.clone().unwrap_or_else(|| "the org".into());
+    if let Some((reason, message)) = failure_condition(failure, &org) {
+        explain(status, reason, &message, generation, now);
+    }
+}
+
+/// Points a Pending org's message to its link once there is one.
+pub fn awaiting_with_link(
+    status: &mut SalesforceOrgStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let awaiting = conditions::get(&status.conditions, conditions::READY)
+        .is_some_and(|c| c.reason == AWAITING_AUTHORIZATION);
+    if status.state == Some(TokenState::Pending) && status.reauth.is_some() && awaiting {
+        explain(
+            status,
+            AWAITING_AUTHORIZATION,
+            "No tokens yet: open the re-auth link in status.reauth.url and log into \
+             Salesforce; the operator stores the tokens in the Secret named by \
+             spec.tokenSecretRef.",
+            generation,
+            now,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +805,7 @@ mod tests {
             fingerprint: Fingerprint::default(),
             interval: 15 * MIN,
             keepalive: 24 * 60 * MIN,
+            reauth_links: false,
         }
     }
 
@@ -799,5 +1070,372 @@ mod tests {
             conditions::get(&after.conditions, conditions::READY).map(|c| c.status.as_str());
         assert_eq!(ready, Some("False"));
         assert_eq!(after.org_id, first.org_id, "the pinned org survives expiry");
+    }
+
+    fn link(expires_in_mins: i64) -> ReauthLink {
+        ReauthLink {
+            url: "https://sforg.example.com/reauth/ns/acme?t=x".into(),
+            expires_at: Time(now() + SignedDuration::from_mins(expires_in_mins)),
+        }
+    }
+
+    #[test]
+    fn link_plan_table() {
+        use LinkPlan::*;
+        use TokenState::*;
+        let fresh = link(23 * 60);
+        let expiring = link(59);
+        let gone = link(-5);
+        // (what, web server, links served, state, current link, it verifies, plan)
+        type Case<'a> = (
+            &'a str,
+            bool,
+            bool,
+            Option<TokenState>,
+            Option<&'a ReauthLink>,
+            bool,
+            LinkPlan,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "pending web org gets a link",
+                true,
+                true,
+                Some(Pending),
+                None,
+                false,
+                Issue,
+            ),
+            (
+                "expired web org gets a link",
+                true,
+                true,
+                Some(Expired),
+                None,
+                false,
+                Issue,
+            ),
+            (
+                "a good link is kept",
+                true,
+                true,
+                Some(Expired),
+                Some(&fresh),
+                true,
+                Keep,
+            ),
+            (
+                "renewed under an hour",
+                true,
+                true,
+                Some(Expired),
+                Some(&expiring),
+                true,
+                Issue,
+            ),
+            (
+                "renewed once expired",
+                true,
+                true,
+                Some(Pending),
+                Some(&gone),
+                true,
+                Issue,
+            ),
+            (
+                "renewed when it no longer verifies",
+                true,
+                true,
+                Some(Expired),
+                Some(&fresh),
+                false,
+                Issue,
+            ),
+            (
+                "removed once valid",
+                true,
+                true,
+                Some(Valid),
+                Some(&fresh),
+                true,
+                Remove,
+            ),
+            (
+                "valid without link",
+                true,
+                true,
+                Some(Valid),
+                None,
+                false,
+                Keep,
+            ),
+            (
+                "unknown keeps a good link",
+                true,
+                true,
+                Some(Unknown),
+                Some(&fresh),
+                true,
+                Keep,
+            ),
+            (
+                "unknown renews an expiring link",
+                true,
+                true,
+                Some(Unknown),
+                Some(&expiring),
+                true,
+                Issue,
+            ),
+            (
+                "unknown starts none",
+                true,
+                true,
+                Some(Unknown),
+                None,
+                false,
+                Keep,
+            ),
+            (
+                "headless never",
+                false,
+                true,
+                Some(Expired),
+                None,
+                false,
+                Keep,
+            ),
+            (
+                "headless loses a stray link",
+                false,
+                true,
+                Some(Expired),
+                Some(&fresh),
+                true,
+                Remove,
+            ),
+            (
+                "no public URL: none",
+                true,
+                false,
+                Some(Expired),
+                None,
+                false,
+                Keep,
+            ),
+            (
+                "no public URL: removed",
+                true,
+                false,
+                Some(Pending),
+                Some(&fresh),
+                true,
+                Remove,
+            ),
+            ("no status yet", true, true, None, None, false, Keep),
+        ];
+        for (what, web, links, state, current, verifies, want) in cases {
+            assert_eq!(
+                link_plan(web, links, state, current, verifies, now()),
+                want,
+                "{what}"
+            );
+        }
+        assert_eq!(link_renew_in(&fresh, now()), 22 * 60 * MIN);
+        assert_eq!(link_renew_in(&expiring, now()), Duration::ZERO);
+    }
+
+    fn expired_status() -> SalesforceOrgStatus {
+        let v = Verdict::Expired {
+            reason: "RefreshTokenRevoked",
+            message: "m".into(),
+        };
+        let mut s = SalesforceOrgStatus {
+            org_id: Some("00D000000000001AAA".into()),
+            ..Default::default()
+        };
+        s = desired_status(&s, &v, Some(1), now());
+        s
+    }
+
+    fn ready(s: &SalesforceOrgStatus) -> (String, String, String) {
+        let c = conditions::get(&s.conditions, conditions::READY).expect("Ready");
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn failed_reauth_is_reported_while_a_person_is_needed() {
+        let failure = |reason: &str, tokens: &str| ReauthFailure {
+            reason: reason.into(),
+            description: "app must be installed into org".into(),
+            tokens: tokens.into(),
+        };
+        // (what, failure, web server, token Secret version now, expected Ready reason)
+        let cases = [
+            (
+                "not installed",
+                failure("ConnectedAppNotInstalled", "7"),
+                true,
+                Some("7"),
+                "ConnectedAppNotInstalled",
+            ),
+            (
+                "blocked",
+                failure("ConnectedAppBlocked", "7"),
+                true,
+                Some("7"),
+                "ConnectedAppBlocked",
+            ),
+            (
+                "denied",
+                failure(AUTHORIZATION_DENIED, "7"),
+                true,
+                Some("7"),
+                AUTHORIZATION_DENIED,
+            ),
+            (
+                "unnamed",
+                failure(AUTHORIZATION_FAILED, "7"),
+                true,
+                Some("7"),
+                AUTHORIZATION_FAILED,
+            ),
+            (
+                "tokens changed since",
+                failure("ConnectedAppNotInstalled", "7"),
+                true,
+                Some("8"),
+                "RefreshTokenRevoked",
+            ),
+            (
+                "no Secret then, one now",
+                failure("ConnectedAppNotInstalled", ""),
+                true,
+                Some("8"),
+                "RefreshTokenRevoked",
+            ),
+            (
+                "headless",
+                failure("ConnectedAppNotInstalled", "7"),
+                false,
+                Some("7"),
+                "RefreshTokenRevoked",
+            ),
+            (
+                "unknown reason",
+                failure("MadeUp", "7"),
+                true,
+                Some("7"),
+                "RefreshTokenRevoked",
+            ),
+        ];
+        for (what, f, web, version, want) in cases {
+            let mut s = expired_status();
+            report_failure(&mut s, &f, web, version, Some(1), now());
+            let (status, reason, message) = ready(&s);
+            assert_eq!(status, "False", "{what}");
+            assert_eq!(reason, want, "{what}");
+            if want == "ConnectedAppNotInstalled" {
+                assert!(message.contains("install it"), "{message}");
+                assert!(message.contains("status.reauth.url"), "{message}");
+            }
+            let expired =
+                conditions::get(&s.conditions, conditions::TOKEN_EXPIRED).map(|c| c.status.clone());
+            assert_eq!(expired.as_deref(), Some("True"), "{what}: statuses kept");
+        }
+        // A Valid org ignores an old failure.
+        let valid = Verdict::Valid {
+            identity: identity("00D000000000001AAA"),
+            instance_url: None,
+            renewed: false,
+        };
+        let mut s = desired_status(&SalesforceOrgStatus::default(), &valid, Some(1), now());
+        let before = s.clone();
+        report_failure(
+            &mut s,
+            &failure("ConnectedAppBlocked", ""),
+            true,
+            None,
+            Some(1),
+            now(),
+        );
+        assert_eq!(s, before);
+        // Re-applying is idempotent, so a steady reconcile writes nothing.
+        let mut once = expired_status();
+        let f = failure("ConnectedAppBlocked", "7");
+        report_failure(&mut once, &f, true, Some("7"), Some(1), now());
+        let mut again = desired_status(
+            &once,
+            &Verdict::Expired {
+                reason: "RefreshTokenRevoked",
+                message: "m".into(),
+            },
+            Some(1),
+            now(),
+        );
+        report_failure(&mut again, &f, true, Some("7"), Some(1), now());
+        assert_eq!(again, once);
+    }
+
+    #[test]
+    fn messages_promise_a_link_only_when_there_is_one() {
+        let pinned = SalesforceOrgStatus {
+            org_id: Some("00D000000000001AAA".into()),
+            ..Default::default()
+        };
+        let t = tokens(true, true, MIN);
+        let result = |outcome| CheckResult {
+            outcome,
+            renewed: false,
+            instance_url: None,
+        };
+        for (flow, links, want, not) in [
+            (
+                FlowKind::WebServer,
+                true,
+                "status.reauth.url",
+                "--public-url",
+            ),
+            (
+                FlowKind::WebServer,
+                false,
+                "--public-url",
+                "status.reauth.url",
+            ),
+            (FlowKind::JwtBearer, true, "next check", "status.reauth.url"),
+        ] {
+            let mut o = observed(flow, &t, &pinned, None);
+            o.reauth_links = links;
+            for outcome in [
+                lost(LostReason::RefreshTokenRevoked),
+                lost(LostReason::ConnectedAppNotInstalled),
+                Ok(identity("00D000000000002AAA")),
+            ] {
+                let Verdict::Expired { message, .. } = verdict(&o, &result(outcome)) else {
+                    panic!("expired");
+                };
+                if flow == FlowKind::JwtBearer && message.contains("pinned") {
+                    assert!(message.contains("spec.auth"), "{message}");
+                } else {
+                    assert!(message.contains(want), "{flow:?} {links}: {message}");
+                }
+                assert!(!message.contains(not), "{flow:?} {links}: {message}");
+            }
+        }
+        // Pending points to its link once there is one.
+        let mut s = desired_status(
+            &SalesforceOrgStatus::default(),
+            &Verdict::AwaitingAuthorization,
+            Some(1),
+            now(),
+        );
+        let plain = ready(&s).2;
+        assert!(!plain.contains("status.reauth.url"), "{plain}");
+        awaiting_with_link(&mut s, Some(1), now());
+        assert_eq!(ready(&s).2, plain, "no link, no promise");
+        s.reauth = Some(link(600));
+        awaiting_with_link(&mut s, Some(1), now());
+        assert!(ready(&s).2.contains("status.reauth.url"));
+        assert_eq!(ready(&s).1, AWAITING_AUTHORIZATION);
     }
 }

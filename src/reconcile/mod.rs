@@ -8,11 +8,13 @@
 pub mod check;
 pub mod decide;
 pub mod observe;
+pub mod reauth;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -40,6 +42,8 @@ pub struct Settings {
     pub keepalive: Duration,
     /// Hosts that may receive credentials.
     pub allowlist: HostAllowlist,
+    /// Re-auth links for status, when the operator has a public URL for its callback server.
+    pub reauth: Option<crate::callback::Links>,
 }
 
 impl Default for Settings {
@@ -47,6 +51,7 @@ impl Default for Settings {
         Self {
             keepalive: Duration::from_secs(24 * 3600),
             allowlist: HostAllowlist::default(),
+            reauth: None,
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct Context<S> {
     /// The last check of each org (by uid), so status writes and watch echoes do not cause
     /// extra Salesforce calls.
     memos: Mutex<HashMap<String, Memo>>,
+    /// Re-assertions of holds against other writers, for their backoff.
+    pub dependents: dependents::Tracker,
 }
 
 impl<S: Salesforce> Context<S> {
@@ -75,6 +82,7 @@ impl<S: Salesforce> Context<S> {
             settings,
             recorder,
             memos: Mutex::default(),
+            dependents: dependents::Tracker::default(),
         }
     }
 
@@ -93,6 +101,14 @@ impl<S: Salesforce> Context<S> {
         if let Ok(mut memos) = self.memos.lock() {
             memos.remove(uid);
         }
+    }
+
+    /// When this process last checked each org against Salesforce, by uid (for metrics).
+    pub fn last_checks(&self) -> HashMap<String, Timestamp> {
+        self.memos
+            .lock()
+            .map(|memos| memos.iter().map(|(uid, m)| (uid.clone(), m.at)).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -150,7 +166,8 @@ async fn cleanup<S: Salesforce>(
     ctx: Arc<Context<S>>,
 ) -> Result<Action, Error> {
     let ns = org.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let synced = dependents::sync(&ctx.client, &org, &ns, Mode::Release, true).await?;
+    let synced =
+        dependents::sync(&ctx.client, &ctx.dependents, &org, &ns, Mode::Release, true).await?;
     announce_dependents(&ctx, &org, &synced).await;
     if let Some(uid) = org.uid() {
         ctx.forget(&uid);
@@ -180,9 +197,18 @@ async fn apply<S: Salesforce>(
         fingerprint: seen.fingerprint.clone(),
         interval,
         keepalive: ctx.settings.keepalive,
+        reauth_links: ctx.settings.reauth.is_some(),
     };
 
-    let (verdict, requeue) = match decide::plan(&observed, now) {
+    // A person asked for a check (a new annotation value since the last check): the check
+    // is announced even when it changes nothing, so `sforg-operator check --wait` can tell.
+    let requested = memo.as_ref().is_some_and(|m| {
+        seen.fingerprint.check_request.is_some()
+            && m.fingerprint.check_request != seen.fingerprint.check_request
+    });
+    let plan = decide::plan(&observed, now);
+    let checked = matches!(plan, Plan::Check(_));
+    let (verdict, requeue) = match plan {
         Plan::Wait(after) => (memo.as_ref().and_then(|m| m.verdict.clone()), after),
         Plan::Settle(verdict) => {
             let requeue = decide::requeue_after(&verdict, 0, interval);
@@ -228,9 +254,13 @@ async fn apply<S: Salesforce>(
         _ => Mode::Keep,
     };
     let mut requeue = requeue;
+    if let Some(renew) = reauth::settle(&ctx.settings, &org, &seen, &mut desired, now) {
+        requeue = requeue.min(renew.max(Duration::from_secs(60)));
+    }
     if mode == Mode::Hold || !status.suspended_cron_jobs.is_empty() {
-        let synced = dependents::sync(&ctx.client, &org, &ns, mode, false).await?;
+        let synced = dependents::sync(&ctx.client, &ctx.dependents, &org, &ns, mode, false).await?;
         announce_dependents(&ctx, &org, &synced).await;
+        dependents_condition(&mut desired, &synced, org.metadata.generation, now);
         desired.suspended_cron_jobs = synced.held;
         if !desired.suspended_cron_jobs.is_empty() || mode == Mode::Hold {
             requeue = requeue.min(HOLDING_RECHECK);
@@ -242,7 +272,35 @@ async fn apply<S: Salesforce>(
             announce(&ctx, &org, &status, &desired, v).await;
         }
     }
+    if checked && requested {
+        announce_requested_check(&ctx, &org, &desired).await;
+    }
     Ok(Action::requeue(requeue))
+}
+
+/// The reason of the Event that answers a requested check.
+pub const CHECKED_EVENT: &str = "Checked";
+
+/// One Event answering a person's check request with what the org is now.
+async fn announce_requested_check<S: Salesforce>(
+    ctx: &Context<S>,
+    org: &SalesforceOrg,
+    status: &SalesforceOrgStatus,
+) {
+    let state = status.state.unwrap_or_default();
+    let reason = crate::conditions::get(&status.conditions, crate::conditions::READY)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default();
+    let event = Event {
+        type_: EventType::Normal,
+        reason: CHECKED_EVENT.into(),
+        note: Some(format!("Checked on request: {state:?} ({reason})")),
+        action: "Check".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
 }
 
 async fn write_status<S: Salesforce>(
@@ -307,6 +365,50 @@ async fn announce<S: Salesforce>(
     }
 }
 
+/// The `DependentsSuspended` condition: what the org holds, and whether someone else keeps
+/// resuming it.
+fn dependents_condition(
+    status: &mut SalesforceOrgStatus,
+    synced: &Synced,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    use crate::conditions::{DEPENDENTS_SUSPENDED, Desired, Status};
+    let desired = if !synced.overridden.is_empty() {
+        Desired {
+            type_: DEPENDENTS_SUSPENDED,
+            status: Status::False,
+            reason: "ResumedByAnotherWriter".into(),
+            message: format!(
+                "Someone resumed {} while the token is expired; the operator suspends them \
+                 again with backoff. Make GitOps tools ignore spec.suspend of CronJobs (see the \
+                 README).",
+                synced.overridden.join(", ")
+            ),
+        }
+    } else if !synced.held.is_empty() {
+        Desired {
+            type_: DEPENDENTS_SUSPENDED,
+            status: Status::True,
+            reason: "TokenExpired".into(),
+            message: format!(
+                "Suspended until the token is valid: {}",
+                synced.held.join(", ")
+            ),
+        }
+    } else if crate::conditions::get(&status.conditions, DEPENDENTS_SUSPENDED).is_some() {
+        Desired {
+            type_: DEPENDENTS_SUSPENDED,
+            status: Status::False,
+            reason: "NoneHeld".into(),
+            message: "No CronJob is suspended by this org.".into(),
+        }
+    } else {
+        return;
+    };
+    crate::conditions::set(&mut status.conditions, desired, generation, &Time(now));
+}
+
 /// Events naming the CronJobs a sync suspended or resumed.
 async fn announce_dependents<S: Salesforce>(
     ctx: &Context<S>,
@@ -325,6 +427,12 @@ async fn announce_dependents<S: Salesforce>(
             "CronJobsResumed",
             EventType::Normal,
             "Resumed now that the token is valid again",
+        ),
+        (
+            &synced.overridden,
+            "CronJobsResumedByAnotherWriter",
+            EventType::Warning,
+            "Resumed by someone else while the token is expired (suspended again with backoff)",
         ),
     ] {
         if names.is_empty() {

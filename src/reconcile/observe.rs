@@ -7,9 +7,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::decide::{Fingerprint, FlowKind, Misconfiguration};
+use super::decide::{Fingerprint, FlowKind, Misconfiguration, ReauthFailure};
 use super::{CHECK_ANNOTATION, Context, Error};
-use crate::crd::{AuthFlow, SalesforceOrg, SecretKeyRef};
+use crate::crd::{AuthFlow, SalesforceOrg, SecretKeyRef, WebServerAuth};
 use crate::salesforce::{AppCredentials, Salesforce};
 use crate::secret::SecretString;
 use crate::token_secret::{self, TokenFile};
@@ -67,6 +67,8 @@ pub struct Seen {
     pub fingerprint: Fingerprint,
     /// `spec.checkInterval`.
     pub interval: Duration,
+    /// The last failed login through the re-auth link, as the callback recorded it.
+    pub reauth_failure: Option<ReauthFailure>,
 }
 
 fn misconfigured(reason: &'static str, message: String) -> Misconfiguration {
@@ -118,6 +120,25 @@ async fn secret_key(
     }
 }
 
+/// A web server app's credentials (the consumer secret read when the spec names one), for
+/// the callback's code exchange.
+pub async fn web_server_credentials(
+    secrets: &Api<Secret>,
+    auth: &WebServerAuth,
+) -> Result<Result<AppCredentials, Misconfiguration>, Error> {
+    let client_secret = match &auth.client_secret_ref {
+        Some(r) => match secret_key(secrets, r, "consumer secret").await? {
+            Ok(s) => Some(s),
+            Err(m) => return Ok(Err(m)),
+        },
+        None => None,
+    };
+    Ok(Ok(AppCredentials {
+        client_id: auth.client_id.clone(),
+        client_secret,
+    }))
+}
+
 /// Reads everything the decision needs.
 pub async fn observe<S: Salesforce>(
     ctx: &Context<S>,
@@ -141,6 +162,10 @@ pub async fn observe<S: Salesforce>(
         tokens,
         fingerprint,
         interval: crate::crd::DEFAULT_CHECK_INTERVAL,
+        reauth_failure: org
+            .annotations()
+            .get(crate::callback::REAUTH_ERROR_ANNOTATION)
+            .and_then(|v| serde_json::from_str(v).ok()),
     };
     let checked = (|| {
         let flow = org

@@ -163,26 +163,71 @@ pub fn authorize_url(
     state: &str,
     login_hint: Option<&str>,
 ) -> Result<AuthorizeLink, HostError> {
-    let auth = oauth_url(allowlist, login_url, AUTHORIZE_PATH)?;
-    let redirect = RedirectUrl::new(redirect_uri.to_owned())
-        .map_err(|_| HostError::Invalid(redirect_uri.to_owned()))?;
-    let client = oauth2::basic::BasicClient::new(ClientId::new(client_id.to_owned()))
+    let (_, verifier) = PkceCodeChallenge::new_random_sha256();
+    let pkce_verifier = SecretString::new(verifier.secret().clone());
+    let request = AuthorizeRequest {
+        login_url,
+        client_id,
+        redirect_uri,
+        scopes,
+        state,
+        login_hint,
+        prompt: None,
+    };
+    Ok(AuthorizeLink {
+        url: authorize_url_with(allowlist, &request, &pkce_verifier)?,
+        pkce_verifier,
+    })
+}
+
+/// The parameters of an authorization-code link.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthorizeRequest<'a> {
+    /// The org's login URL.
+    pub login_url: &'a str,
+    /// The Connected App's consumer key.
+    pub client_id: &'a str,
+    /// The callback configured in the Connected App.
+    pub redirect_uri: &'a str,
+    /// Scopes to ask for.
+    pub scopes: &'a [&'a str],
+    /// Echoed back on the redirect.
+    pub state: &'a str,
+    /// Pre-fills the username.
+    pub login_hint: Option<&'a str>,
+    /// `login`, `consent` or both, space separated.
+    pub prompt: Option<&'a str>,
+}
+
+/// The authorization-code link for a PKCE verifier the caller keeps (or can derive again),
+/// with its S256 challenge.
+pub fn authorize_url_with(
+    allowlist: &HostAllowlist,
+    request: &AuthorizeRequest<'_>,
+    pkce_verifier: &SecretString,
+) -> Result<String, HostError> {
+    let auth = oauth_url(allowlist, request.login_url, AUTHORIZE_PATH)?;
+    let redirect = RedirectUrl::new(request.redirect_uri.to_owned())
+        .map_err(|_| HostError::Invalid(request.redirect_uri.to_owned()))?;
+    let client = oauth2::basic::BasicClient::new(ClientId::new(request.client_id.to_owned()))
         .set_auth_uri(AuthUrl::from_url(auth))
         .set_redirect_uri(redirect);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let state = state.to_owned();
-    let mut request = client
+    let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+        pkce_verifier.expose().to_owned(),
+    ));
+    let state = request.state.to_owned();
+    let mut builder = client
         .authorize_url(move || CsrfToken::new(state))
-        .add_scopes(scopes.iter().map(|s| Scope::new((*s).to_owned())))
+        .add_scopes(request.scopes.iter().map(|s| Scope::new((*s).to_owned())))
         .set_pkce_challenge(challenge);
-    if let Some(hint) = login_hint {
-        request = request.add_extra_param("login_hint", hint);
+    if let Some(hint) = request.login_hint {
+        builder = builder.add_extra_param("login_hint", hint);
     }
-    let (url, _) = request.url();
-    Ok(AuthorizeLink {
-        url: url.into(),
-        pkce_verifier: SecretString::new(verifier.secret().clone()),
-    })
+    if let Some(prompt) = request.prompt {
+        builder = builder.add_extra_param("prompt", prompt);
+    }
+    let (url, _) = builder.url();
+    Ok(url.into())
 }
 
 /// Salesforce's fields beyond RFC 6749 in a token response. (`scope` is parsed by `oauth2`

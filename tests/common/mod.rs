@@ -32,6 +32,34 @@ pub async fn client() -> Client {
     Client::try_from(config).expect("build a client")
 }
 
+/// A client that acts as the ServiceAccount `ns/name`, with a token from the TokenRequest API
+/// (what a pod of that ServiceAccount presents), for tests that prove RBAC is enough.
+pub async fn service_account_client(admin: &Client, ns: &str, name: &str) -> Client {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": {"expirationSeconds": 3600}
+    }))
+    .expect("token request");
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("request a ServiceAccount token")
+        .status
+        .expect("token request status")
+        .token;
+    let path = std::env::var("SFORG_TEST_KUBECONFIG").expect("SFORG_TEST_KUBECONFIG");
+    let kubeconfig = Kubeconfig::read_from(&path).expect("read the test kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("load the test kubeconfig");
+    // Only the token: no admin client certificate.
+    config.auth_info =
+        serde_json::from_value(serde_json::json!({ "token": token })).expect("token auth info");
+    Client::try_from(config).expect("build a ServiceAccount client")
+}
+
 /// Polls `check` until it returns Some or the deadline passes.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -10,12 +10,13 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use sforg_operator::callback::{self, CallbackState, DEFAULT_LINK_LIFETIME, Links};
 use sforg_operator::controller::{self, Scope};
 use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
 use sforg_operator::salesforce::allowlist::HostAllowlist;
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
-use sforg_simulator::{DemoSeed, Simulator};
+use sforg_simulator::{DemoOptions, DemoSeed, Simulator};
 use tokio::sync::oneshot;
 
 use super::{TEST_MANAGER, client, eventually, namespace};
@@ -30,6 +31,20 @@ pub struct Operator {
     pub demo: DemoSeed,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The controller's own client when it differs from `client` (the admin the test acts
+    /// as), for example a ServiceAccount's.
+    controller_client: Option<Client>,
+    /// The re-auth callback server, when started with [`Operator::start_with_reauth`].
+    pub reauth: Option<Reauth>,
+}
+
+/// A re-auth callback server on a loopback port, serving the operator's links.
+pub struct Reauth {
+    /// `http://127.0.0.1:PORT`, the operator's public URL.
+    pub public_url: String,
+    /// Issues and checks links, with the key the server uses.
+    pub links: Links,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// HTTP settings that reach the simulator through its proxy, trusting its CA.
@@ -46,20 +61,80 @@ pub fn http_settings(sim: &Simulator) -> HttpSettings {
 impl Operator {
     /// A fresh namespace, a simulator seeded with the demo org, and a running operator.
     pub async fn start(prefix: &str) -> Self {
+        let mut op = Self::prepare(prefix).await;
+        op.start_controller();
+        op
+    }
+
+    /// A fresh namespace and a seeded simulator, with no controller running yet: start one
+    /// with [`Operator::start_controller`] or [`Operator::start_controller_as`].
+    pub async fn prepare(prefix: &str) -> Self {
+        Self::prepare_with(prefix, DemoOptions::default()).await
+    }
+
+    /// [`Operator::prepare`] with the demo seeded with `options`.
+    pub async fn prepare_with(prefix: &str, options: DemoOptions) -> Self {
         let client = client().await;
         let ns = namespace(&client, prefix).await;
         let sim = Simulator::start().await.expect("start the simulator");
-        let demo = sim.control().seed_demo().expect("seed the simulator");
-        let mut op = Operator {
+        let demo = sim
+            .control()
+            .seed_demo_with(options)
+            .expect("seed the simulator");
+        Operator {
             client,
             ns,
             sim,
             demo,
             stop: None,
             task: None,
+            controller_client: None,
+            reauth: None,
+        }
+    }
+
+    /// A running operator that also serves re-auth links and the OAuth callback on a random
+    /// loopback port (its public URL), with the demo app's callback URL set to it and the
+    /// signing key in the test namespace's `sforg-operator-state-key`.
+    pub async fn start_with_reauth(prefix: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the callback port");
+        let port = listener.local_addr().expect("callback address").port();
+        let public_url = format!("http://127.0.0.1:{port}");
+        let options = DemoOptions {
+            redirect_uris: vec![format!("{public_url}{}", callback::CALLBACK_PATH)],
+            rotation: true,
         };
+        let mut op = Self::prepare_with(prefix, options).await;
+        let key = callback::load_or_create_key(&op.client, &op.ns, callback::DEFAULT_KEY_SECRET)
+            .await
+            .expect("the state key");
+        let links = Links::new(&public_url, key, DEFAULT_LINK_LIFETIME).expect("links");
+        let router = callback::router(CallbackState {
+            client: op.client.clone(),
+            salesforce: HttpSalesforce::new(http_settings(&op.sim)).expect("http client"),
+            links: links.clone(),
+            allowlist: HostAllowlist::default(),
+            revoke_superseded: true,
+        });
+        let task = tokio::spawn(async move {
+            let _ = callback::serve(listener, router, std::future::pending()).await;
+        });
+        op.reauth = Some(Reauth {
+            public_url,
+            links,
+            task,
+        });
         op.start_controller();
         op
+    }
+
+    /// (Re)starts the controller in this process with its own client (the test keeps acting
+    /// as the admin through `client`).
+    pub fn start_controller_as(&mut self, client: Client) {
+        self.controller_client = Some(client);
+        self.start_controller();
     }
 
     /// A running operator with the web org `acme` connected (Valid), with refresh token
@@ -89,10 +164,17 @@ impl Operator {
     pub fn start_controller(&mut self) {
         let salesforce = HttpSalesforce::new(http_settings(&self.sim)).expect("http client");
         let (tx, rx) = oneshot::channel::<()>();
+        let client = self
+            .controller_client
+            .clone()
+            .unwrap_or_else(|| self.client.clone());
         let task = tokio::spawn(controller::run(
-            self.client.clone(),
+            client,
             salesforce,
-            Settings::default(),
+            Settings {
+                reauth: self.reauth.as_ref().map(|r| r.links.clone()),
+                ..Settings::default()
+            },
             Scope {
                 namespace: Some(self.ns.clone()),
             },
@@ -285,6 +367,9 @@ impl Drop for Operator {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if let Some(reauth) = &self.reauth {
+            reauth.task.abort();
         }
     }
 }

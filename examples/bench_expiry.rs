@@ -1,0 +1,276 @@
+//! Benchmark: API writes and latency of an expiry and a recovery with N dependent CronJobs,
+//! and of a steady-state check, counted from the kube-apiserver's own metrics.
+//!
+//! Run with `scripts/bench.sh` (it starts the control plane and sets SFORG_TEST_KUBECONFIG).
+//! Prints a table; it asserts nothing, so a busy machine gives slower figures, not failures.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt};
+use serde_json::json;
+use sforg_operator::controller::{self, Scope};
+use sforg_operator::crd::{SalesforceOrg, TokenState};
+use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
+use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
+use sforg_simulator::{DemoSeed, Endpoint, Simulator};
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+async fn client() -> BenchResult<Client> {
+    let path = std::env::var("SFORG_TEST_KUBECONFIG")
+        .map_err(|_| "SFORG_TEST_KUBECONFIG is not set: run scripts/bench.sh")?;
+    let config =
+        Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default())
+            .await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Write requests the apiserver has served, by (resource, subresource, verb).
+async fn writes(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if !line.starts_with("apiserver_request_total{") {
+            continue;
+        }
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let verb = label("verb");
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
+            continue;
+        }
+        let key = format!("{} {}{}", verb, label("resource"), {
+            let sub = label("subresource");
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        });
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(key).or_insert(0.0) += value;
+    }
+    Ok(out)
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+async fn wait<F, Fut>(what: &str, mut f: F) -> BenchResult<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(start.elapsed())
+}
+
+async fn state(orgs: &Api<SalesforceOrg>) -> Option<TokenState> {
+    orgs.get("acme").await.ok()?.status?.state
+}
+
+async fn all_suspended(cjs: &Api<CronJob>, n: usize, want: bool) -> bool {
+    let Ok(list) = cjs.list(&Default::default()).await else {
+        return false;
+    };
+    list.items
+        .iter()
+        .filter(|c| c.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) == want)
+        .count()
+        == n
+}
+
+async fn run_case(
+    client: &Client,
+    sim: &Simulator,
+    demo: &DemoSeed,
+    n: usize,
+) -> BenchResult<String> {
+    let ns = format!("bench-{n}-{}", std::process::id());
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+    )
+    .await?;
+    let salesforce = HttpSalesforce::new(HttpSettings {
+        proxy: Some(sim.proxy_url().to_owned()),
+        extra_ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
+        ..HttpSettings::default()
+    })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        salesforce,
+        Settings::default(),
+        Scope {
+            namespace: Some(ns.clone()),
+        },
+        "bench".into(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let cjs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
+    for i in 0..n {
+        let cj: CronJob = serde_json::from_value(json!({
+            "metadata": {"name": format!("backup-{i}"), "labels": {"orgtokens.dev/org": "acme"}},
+            "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "b", "image": "example.com/b:1"}]}}}}}
+        }))?;
+        cjs.create(&PostParams::default(), &cj).await?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": "app"}, "stringData": {"client-secret": demo.app.client_secret}}))?)
+        .await?;
+    let mint = |sim: &Simulator| sim.mint_tokens(&demo.app.client_id, &demo.user.username);
+    let tokens = mint(sim)?;
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": "acme-token", "labels": {
+                "app.kubernetes.io/managed-by": "sforg-operator", "orgtokens.dev/org": "acme"}},
+            "stringData": {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token,
+                "instance_url": tokens.instance_url, "issued_at": tokens.issued_at}}))?)
+        .await?;
+    let orgs: Api<SalesforceOrg> = Api::namespaced(client.clone(), &ns);
+    orgs.create(&PostParams::default(), &serde_json::from_value(json!({
+        "apiVersion": "orgtokens.dev/v1alpha1", "kind": "SalesforceOrg", "metadata": {"name": "acme"},
+        "spec": {"loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": demo.app.client_id, "clientSecretRef": {"name": "app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "acme-token"},
+            "dependents": {"cronJobSelector": {"matchLabels": {"orgtokens.dev/org": "acme"}}}}}))?)
+        .await?;
+    wait("Valid", || async {
+        state(&orgs).await == Some(TokenState::Valid)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let check = |orgs: Api<SalesforceOrg>| async move {
+        let patch = json!({"metadata": {"annotations": {CHECK_ANNOTATION: format!("{:?}", Instant::now())}}});
+        orgs.patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+    };
+
+    // Steady state: one forced check that finds the token valid.
+    let calls = sim.call_counts();
+    let before = writes(client).await?;
+    check(orgs.clone()).await?;
+    wait("a check", || async {
+        sim.call_counts().endpoint(Endpoint::Userinfo) > calls.endpoint(Endpoint::Userinfo)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let steady = delta(&before, &writes(client).await?);
+    let steady_calls = sim.call_counts().endpoint(Endpoint::Userinfo)
+        - calls.endpoint(Endpoint::Userinfo)
+        + sim.call_counts().endpoint(Endpoint::Token)
+        - calls.endpoint(Endpoint::Token);
+
+    // Expiry.
+    sim.revoke_user_tokens(&demo.user.username, None)?;
+    let before = writes(client).await?;
+    check(orgs.clone()).await?;
+    let to_suspended = wait("all suspended", || all_suspended(&cjs, n, true)).await?;
+    wait("Expired", || async {
+        state(&orgs).await == Some(TokenState::Expired)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let expiry = delta(&before, &writes(client).await?);
+
+    // Recovery: new tokens arrive (as the callback stores them).
+    let tokens = mint(sim)?;
+    let before = writes(client).await?;
+    let patch = json!({"stringData": {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token}});
+    secrets
+        .patch("acme-token", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let to_resumed = wait("all resumed", || all_suspended(&cjs, n, false)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recovery = delta(&before, &writes(client).await?);
+
+    let _ = stop.send(());
+    let _ = task.await;
+    let fmt = |d: &BTreeMap<String, f64>, drop: &[&str]| {
+        d.iter()
+            .filter(|(k, _)| {
+                !drop.iter().any(|x| k.as_str() == *x)
+                    && !k.contains("events")
+                    && !k.contains("leases")
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(format!(
+        "| {n} | {} calls; writes: {} | {} | {:.0} ms | {} | {:.0} ms |",
+        steady_calls,
+        if fmt(&steady, &["PATCH salesforceorgs"]).is_empty() {
+            "0".into()
+        } else {
+            fmt(&steady, &["PATCH salesforceorgs"])
+        },
+        fmt(&expiry, &["PATCH salesforceorgs"]),
+        to_suspended.as_secs_f64() * 1000.0,
+        fmt(&recovery, &["PATCH secrets"]),
+        to_resumed.as_secs_f64() * 1000.0,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> BenchResult<()> {
+    let client = client().await?;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.patch(
+        "salesforceorgs.orgtokens.dev",
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(SalesforceOrg::crd()),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sim = Simulator::start().await?;
+    let demo = sim.seed_demo()?;
+    println!(
+        "Writes are counted from kube-apiserver's apiserver_request_total (events and the bench's own patches left out)."
+    );
+    println!(
+        "| N CronJobs | steady-state check | writes per expiry | check request -> all suspended | writes per recovery | new tokens -> all resumed |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for n in [1usize, 10, 50] {
+        println!("{}", run_case(&client, &sim, &demo, n).await?);
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the operator as a static musl binary, as the Dockerfile does, and proves it links
+# statically (no interpreter, no shared libraries). Not part of scripts/test.sh: a cold release
+# build takes minutes. Needs the rustup target, which comes from the Rust distribution server;
+# when that cannot be reached the script says so and skips, exiting 0.
+#
+#   scripts/build-static.sh            build and check; prints the binary's path
+#   CARGO_TARGET_DIR=... scripts/build-static.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target=x86_64-unknown-linux-musl
+
+if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+  if ! err=$(rustup target add "$target" 2>&1); then
+    echo "skipped: cannot install the Rust target $target; rustup said:" >&2
+    echo "$err" >&2
+    exit 0
+  fi
+fi
+
+# ring compiles a little C and assembly; for musl the cc crate wants musl-gcc (Debian's
+# musl-tools), and falls back to the system gcc, which also works for x86_64.
+if command -v musl-gcc >/dev/null; then
+  export CC_x86_64_unknown_linux_musl=musl-gcc
+fi
+
+start=$(date +%s)
+cargo build --release --locked --target "$target" --bin sforg-operator
+bin=${CARGO_TARGET_DIR:-$root/target}/$target/release/sforg-operator
+echo "built in $(( $(date +%s) - start ))s: $bin ($(du -h "$bin" | cut -f1))" >&2
+
+description=$(file -b "$bin")
+echo "file: $description" >&2
+case $description in
+  *"statically linked"* | *"static-pie linked"*) ;;
+  *) echo "error: $bin is not statically linked" >&2; exit 1 ;;
+esac
+if ldd_out=$(ldd "$bin" 2>&1); then
+  echo "error: ldd lists shared libraries: $ldd_out" >&2
+  exit 1
+fi
+echo "ldd: $ldd_out" >&2
+"$bin" --version
+echo "$bin"

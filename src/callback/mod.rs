@@ -1,0 +1,944 @@
+//! The re-auth HTTP endpoints: the link in `status.reauth.url` starts a Salesforce login, and
+//! the OAuth callback stores the tokens it ends with.
+//!
+//! `GET {prefix}/reauth/{ns}/{name}?t=...` checks the signed link, makes a signed `state`
+//! (org namespace, name, uid, a nonce, ten minutes), derives the PKCE verifier from the key
+//! and the nonce, sets a cookie naming the nonce, and redirects the browser to the org's
+//! authorize URL. `GET {prefix}/oauth/callback` checks the `state` (signature, expiry, the
+//! browser's cookie, the org's uid, not used before), exchanges the code, asks Salesforce
+//! whose token it is, refuses another org than the pinned one, and writes the tokens to the
+//! token Secret. The controller's watch on that Secret then validates the org, makes it
+//! Valid and resumes its CronJobs: the callback never writes status, the reconciler stays
+//! its only writer.
+//!
+//! Nothing lives in memory between the two requests, so every replica can serve either: the
+//! state carries the org, the verifier is recomputed, and single use is recorded in an
+//! annotation on the token Secret, written together with the tokens under the Secret's
+//! resourceVersion, so two replicas cannot both accept one state. The cookie binds the
+//! callback to the browser that opened the link, so nobody can make a person's browser
+//! complete a login that someone else started. A login Salesforce refuses (the person chose
+//! Deny, the app is not installed or blocked) writes no token; the reason goes into an
+//! annotation on the org, which the reconciler reports in the org's conditions. Codes,
+//! tokens, states and verifiers are never logged.
+
+pub mod link;
+pub mod pages;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use link::{CALLBACK_PATH, DEFAULT_LINK_LIFETIME, Links, PublicUrlError};
+pub use state::StateKey;
+
+use crate::crd::{AuthFlow, SalesforceOrg};
+use crate::reconcile::FIELD_MANAGER;
+use crate::reconcile::decide::{self, AUTHORIZATION_DENIED, AUTHORIZATION_FAILED, ReauthFailure};
+use crate::reconcile::observe;
+use crate::salesforce::allowlist::HostAllowlist;
+use crate::salesforce::client::{AuthorizeRequest, authorize_url_with};
+use crate::salesforce::{
+    AppCredentials, LostReason, Salesforce, SfError, TokenResponse, TransientReason, classify,
+};
+use crate::secret::SecretString;
+use crate::token_secret::{self, TokenFile};
+use pages::Page;
+use state::{LinkClaims, Purpose, StateClaims, TokenError};
+
+/// Annotation on a SalesforceOrg: the last failed login through its re-auth link (JSON, see
+/// [`ReauthFailure`]), for the reconciler to report.
+pub const REAUTH_ERROR_ANNOTATION: &str = "orgtokens.dev/reauth-error";
+/// Annotation on a token Secret: the nonces of the states already used, with their expiry.
+pub const USED_STATES_ANNOTATION: &str = "orgtokens.dev/used-reauth-states";
+/// How long a person has between opening the link and coming back from Salesforce.
+pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
+/// The default name of the Secret holding the signing key.
+pub const DEFAULT_KEY_SECRET: &str = "sforg-operator-state-key";
+/// The key in that Secret.
+pub const KEY_SECRET_KEY: &str = "key";
+/// The authorize request's prompt: a person logs in and approves, every time, so they see
+/// which user and which app they connect.
+const PROMPT: &str = "login consent";
+const COOKIE_PREFIX: &str = "sforg_reauth_";
+/// Used states remembered per org, at most (each is forgotten after its expiry anyway).
+const MAX_USED_STATES: usize = 50;
+
+/// What the callback server needs. Every field is shared by all requests.
+pub struct CallbackState<S> {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The Salesforce client.
+    pub salesforce: S,
+    /// The public URL and signing key.
+    pub links: Links,
+    /// Hosts the browser may be sent to, and that may receive the code.
+    pub allowlist: HostAllowlist,
+    /// Revoke the refresh token that new tokens replace.
+    pub revoke_superseded: bool,
+}
+
+/// The routes, under the public URL's path.
+pub fn router<S: Salesforce>(state: CallbackState<S>) -> Router {
+    let prefix = state.links.prefix().to_owned();
+    Router::new()
+        .route(&format!("{prefix}/reauth/{{ns}}/{{name}}"), get(start::<S>))
+        .route(&format!("{prefix}{CALLBACK_PATH}"), get(callback::<S>))
+        .fallback(not_found)
+        .with_state(Arc::new(state))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The callback server's settings, as the `run` command takes them.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The base URL at which browsers reach the server.
+    pub public_url: String,
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// The Secret holding the signing key: namespace (default: the client's, that is the
+    /// pod's namespace in a cluster) and name.
+    pub key_secret: (Option<String>, String),
+    /// Revoke the refresh token that new tokens replace.
+    pub revoke_superseded: bool,
+}
+
+/// Why the callback server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The signing key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The public URL.
+    #[error(transparent)]
+    PublicUrl(#[from] PublicUrlError),
+    /// The listen address.
+    #[error(
+        "cannot listen on {addr} for the re-auth callback: {source}; choose another --callback-listen"
+    )]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// Loads (or creates) the signing key, binds the listener and serves the re-auth routes in
+/// the background until `shutdown`; returns the links for the reconciler to write.
+pub async fn spawn<S: Salesforce>(
+    client: &Client,
+    salesforce: S,
+    allowlist: HostAllowlist,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Links, StartError> {
+    let (ns, name) = options.key_secret;
+    let ns = ns.unwrap_or_else(|| client.default_namespace().to_owned());
+    let key = load_or_create_key(client, &ns, &name).await?;
+    let links = Links::new(&options.public_url, key, DEFAULT_LINK_LIFETIME)?;
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: options.listen,
+                source,
+            })?;
+    let routes = router(CallbackState {
+        client: client.clone(),
+        salesforce,
+        links: links.clone(),
+        allowlist,
+        revoke_superseded: options.revoke_superseded,
+    });
+    info!(listen = %options.listen, callback = %links.callback_url(), "serving re-auth links");
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, routes, shutdown).await {
+            tracing::error!(error = %e, "the re-auth callback server failed");
+        }
+    });
+    Ok(links)
+}
+
+/// Why the signing key is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The API server refused or failed.
+    #[error(
+        "cannot read or create the state key Secret {ns}/{name}: {source}; the operator needs get and create on Secrets in that namespace"
+    )]
+    Kube {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// The failure.
+        source: kube::Error,
+    },
+    /// The Secret exists without a usable key.
+    #[error(
+        "Secret {ns}/{name} has no {len}-byte key {KEY_SECRET_KEY:?}: delete it and the operator creates a new one (re-auth links issued so far then stop working)",
+        len = state::KEY_LEN
+    )]
+    Invalid {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+    },
+}
+
+/// Reads the signing key from the Secret `ns/name`, creating it with a random key when
+/// missing. Replicas starting together agree: the first create wins and the others read it.
+pub async fn load_or_create_key(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<StateKey, KeyError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let kube_err = |source| KeyError::Kube {
+        ns: ns.to_owned(),
+        name: name.to_owned(),
+        source,
+    };
+    let invalid = || KeyError::Invalid {
+        ns: ns.to_owned(),
+        name: name.to_owned(),
+    };
+    loop {
+        if let Some(secret) = api.get_opt(name).await.map_err(kube_err)? {
+            let bytes = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(KEY_SECRET_KEY))
+                .ok_or_else(invalid)?;
+            return StateKey::from_bytes(&bytes.0).map_err(|_| invalid());
+        }
+        let key = StateKey::generate();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(ns.to_owned()),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/name".to_owned(),
+                        "sforg-operator".to_owned(),
+                    ),
+                    (
+                        "app.kubernetes.io/component".to_owned(),
+                        "state-key".to_owned(),
+                    ),
+                ])),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            immutable: Some(true),
+            data: Some(BTreeMap::from([(
+                KEY_SECRET_KEY.to_owned(),
+                k8s_openapi::ByteString(key.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                info!(namespace = %ns, name = %name, "created the state signing key");
+                return Ok(key);
+            }
+            // Another replica created it first: read theirs.
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(kube_err(e)),
+        }
+    }
+}
+
+/// Why a re-auth request ends on an error page. The message says what to do.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(
+        "This re-auth link is not valid ({0}). Open the current link from the org's status: kubectl get sforg {1} -o jsonpath='{{.status.reauth.url}}'"
+    )]
+    BadLink(TokenError, String),
+    #[error(
+        "This re-auth link has expired. The operator keeps a fresh one in the org's status: kubectl get sforg {0} -o jsonpath='{{.status.reauth.url}}'"
+    )]
+    LinkExpired(String),
+    #[error("SalesforceOrg {0} does not exist (any more): nothing to log in for.")]
+    OrgGone(String),
+    #[error(
+        "This login was started for an earlier SalesforceOrg {0}, since deleted and created again. Open the re-auth link in the current org's status."
+    )]
+    OrgReplaced(String),
+    #[error(
+        "SalesforceOrg {0} does not use the web server flow: the operator gets its tokens itself, no person logs in for it."
+    )]
+    Headless(String),
+    #[error(
+        "The state parameter is missing, so this login cannot be matched to a re-auth link. Open the re-auth link again."
+    )]
+    MissingState,
+    #[error(
+        "The state parameter is not valid ({0}): this login was not started by this operator, or was altered on the way. Open the re-auth link again."
+    )]
+    BadState(TokenError),
+    #[error(
+        "More than 10 minutes passed between opening the re-auth link and coming back from Salesforce. Open the re-auth link again."
+    )]
+    StateExpired,
+    #[error(
+        "This login was started in another browser (or this browser refused the operator's cookie), so it is not accepted here. Open the re-auth link again in this browser."
+    )]
+    NoCookie,
+    #[error(
+        "This login was already completed (a page reloaded or a callback address reused); nothing was changed. Check the org: kubectl get sforg {0}"
+    )]
+    Replayed(String),
+    #[error("Salesforce sent no authorization code. Open the re-auth link again.")]
+    MissingCode,
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    SalesforceRefused(String),
+    #[error(
+        "Salesforce did not accept the authorization code ({0}): it was already used or has expired. Open the re-auth link again."
+    )]
+    CodeRefused(String),
+    #[error("{0}")]
+    WrongOrg(String),
+    #[error(
+        "Salesforce could not be reached to finish the login ({0}). Nothing was changed; open the re-auth link again in a few minutes."
+    )]
+    Unavailable(String),
+    #[error("The operator cannot finish this login: {0}")]
+    Config(String),
+    #[error(
+        "The Kubernetes API failed ({0}). Nothing was changed; open the re-auth link again in a moment."
+    )]
+    Kube(#[from] kube::Error),
+}
+
+impl Refusal {
+    fn page(&self) -> Page {
+        let (status, outcome, title) = match self {
+            Refusal::BadLink(..) => (StatusCode::BAD_REQUEST, "bad-link", "Invalid re-auth link"),
+            Refusal::LinkExpired(_) => (StatusCode::GONE, "link-expired", "Re-auth link expired"),
+            Refusal::OrgGone(_) => (StatusCode::NOT_FOUND, "org-gone", "Org not found"),
+            Refusal::OrgReplaced(_) => (StatusCode::GONE, "org-replaced", "Org was replaced"),
+            Refusal::Headless(_) => (StatusCode::BAD_REQUEST, "headless", "No login needed"),
+            Refusal::MissingState => (
+                StatusCode::BAD_REQUEST,
+                "missing-state",
+                "Login not recognized",
+            ),
+            Refusal::BadState(_) => (StatusCode::BAD_REQUEST, "bad-state", "Login not recognized"),
+            Refusal::StateExpired => (
+                StatusCode::BAD_REQUEST,
+                "state-expired",
+                "Login took too long",
+            ),
+            Refusal::NoCookie => (
+                StatusCode::FORBIDDEN,
+                "other-browser",
+                "Login from another browser",
+            ),
+            Refusal::Replayed(_) => (StatusCode::CONFLICT, "replayed", "Login already completed"),
+            Refusal::MissingCode => (
+                StatusCode::BAD_REQUEST,
+                "missing-code",
+                "No authorization code",
+            ),
+            Refusal::Denied(_) => (StatusCode::FORBIDDEN, "denied", "Access denied"),
+            Refusal::SalesforceRefused(_) => (
+                StatusCode::FORBIDDEN,
+                "salesforce-refused",
+                "Salesforce refused the login",
+            ),
+            Refusal::CodeRefused(_) => {
+                (StatusCode::BAD_REQUEST, "code-refused", "Code not accepted")
+            }
+            Refusal::WrongOrg(_) => (StatusCode::FORBIDDEN, "wrong-org", "Wrong Salesforce org"),
+            Refusal::Unavailable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "salesforce-unavailable",
+                "Salesforce unavailable",
+            ),
+            Refusal::Config(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "config",
+                "Operator not configured",
+            ),
+            Refusal::Kube(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kubernetes",
+                "Kubernetes unavailable",
+            ),
+        };
+        Page {
+            status,
+            outcome,
+            title: title.to_owned(),
+            message: self.to_string(),
+        }
+    }
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn cookie_name(nonce: &str) -> String {
+    format!("{COOKIE_PREFIX}{nonce}")
+}
+
+fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(k, _)| k == name)
+}
+
+async fn not_found() -> Response {
+    Page {
+        status: StatusCode::NOT_FOUND,
+        outcome: "not-found",
+        title: "Not found".into(),
+        message: "This address serves only re-auth links and the OAuth callback.".into(),
+    }
+    .into_response()
+}
+
+fn refused(refusal: Refusal, org: &str) -> Response {
+    let page = refusal.page();
+    warn!(
+        org,
+        outcome = page.outcome,
+        status = page.status.as_u16(),
+        "re-auth refused"
+    );
+    page.into_response()
+}
+
+/// The org a state or link names, checked: it exists, has that uid, and logs in with a person.
+async fn org_for(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(SalesforceOrg, crate::crd::WebServerAuth), Refusal> {
+    let full = format!("{ns}/{name}");
+    let api: Api<SalesforceOrg> = Api::namespaced(client.clone(), ns);
+    let org = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Refusal::OrgGone(full.clone()))?;
+    if org.uid().as_deref() != Some(uid) {
+        return Err(Refusal::OrgReplaced(full));
+    }
+    match org.spec.auth.flow() {
+        Ok(AuthFlow::WebServer(w)) => Ok((org, w)),
+        _ => Err(Refusal::Headless(full)),
+    }
+}
+
+/// `GET /reauth/{ns}/{name}?t=...`: checks the link, redirects to Salesforce.
+async fn start<S: Salesforce>(
+    State(app): State<Arc<CallbackState<S>>>,
+    Path((ns, name)): Path<(String, String)>,
+    uri: Uri,
+) -> Response {
+    let full = format!("{ns}/{name}");
+    match begin(&app, &ns, &name, &uri).await {
+        Ok(response) => response,
+        Err(refusal) => refused(refusal, &full),
+    }
+}
+
+async fn begin<S: Salesforce>(
+    app: &CallbackState<S>,
+    ns: &str,
+    name: &str,
+    uri: &Uri,
+) -> Result<Response, Refusal> {
+    let now = Timestamp::now().as_second();
+    let token = query_param(uri, "t").unwrap_or_default();
+    let claims: LinkClaims =
+        state::verify(app.links.key(), Purpose::Link, &token, now).map_err(|e| match e {
+            TokenError::Expired => Refusal::LinkExpired(name.to_owned()),
+            e => Refusal::BadLink(e, name.to_owned()),
+        })?;
+    if claims.ns != ns || claims.name != name {
+        return Err(Refusal::BadLink(TokenError::BadSignature, name.to_owned()));
+    }
+    let (org, web) = org_for(&app.client, ns, name, &claims.uid).await?;
+    let nonce = state::new_nonce();
+    let state_claims = StateClaims {
+        ns: ns.to_owned(),
+        name: name.to_owned(),
+        uid: claims.uid,
+        nonce: nonce.clone(),
+        exp: now + STATE_LIFETIME.as_secs() as i64,
+    };
+    let signed = state::sign(app.links.key(), Purpose::State, &state_claims);
+    let verifier = state::pkce_verifier(app.links.key(), &nonce);
+    let scopes: Vec<&str> = web.scopes.iter().map(String::as_str).collect();
+    let hint = org.status.as_ref().and_then(|s| s.username.as_deref());
+    let callback_url = app.links.callback_url();
+    let request = AuthorizeRequest {
+        login_url: org.spec.login_url.trim_end_matches('/'),
+        client_id: &web.client_id,
+        redirect_uri: &callback_url,
+        scopes: &scopes,
+        state: &signed,
+        login_hint: hint,
+        prompt: Some(PROMPT),
+    };
+    let location = authorize_url_with(&app.allowlist, &request, &verifier)
+        .map_err(|e| Refusal::Config(format!("spec.loginUrl: {e}")))?;
+    let cookie = format!(
+        "{}=1; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        cookie_name(&nonce),
+        app.links.callback_path(),
+        STATE_LIFETIME.as_secs(),
+        if app.links.secure() { "; Secure" } else { "" }
+    );
+    info!(org = %format!("{ns}/{name}"), "re-auth started");
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (header::REFERRER_POLICY, "no-referrer".to_owned()),
+        ],
+    )
+        .into_response())
+}
+
+/// `GET /oauth/callback?code&state` or `?error&error_description&state`.
+async fn callback<S: Salesforce>(
+    State(app): State<Arc<CallbackState<S>>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    match finish(&app, &headers, &uri).await {
+        Ok(page) => page.into_response(),
+        Err((refusal, org)) => refused(refusal, &org),
+    }
+}
+
+/// Used states in the annotation value `nonce:exp,nonce:exp`, without the expired ones.
+fn used_states(secret: Option<&Secret>, now: i64) -> Vec<(String, i64)> {
+    secret
+        .and_then(|s| s.annotations().get(USED_STATES_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .filter_map(|pair| {
+                    let (nonce, exp) = pair.trim().split_once(':')?;
+                    Some((nonce.to_owned(), exp.parse().ok()?))
+                })
+                .filter(|(_, exp)| *exp > now)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn with_used_state(used: &[(String, i64)], nonce: &str, exp: i64) -> String {
+    let mut all: Vec<(String, i64)> = used.to_vec();
+    all.push((nonce.to_owned(), exp));
+    let skip = all.len().saturating_sub(MAX_USED_STATES);
+    all.iter()
+        .skip(skip)
+        .map(|(n, e)| format!("{n}:{e}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn finish<S: Salesforce>(
+    app: &CallbackState<S>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Page, (Refusal, String)> {
+    let now = Timestamp::now().as_second();
+    let unknown = || "-".to_owned();
+    let token = query_param(uri, "state").ok_or((Refusal::MissingState, unknown()))?;
+    let claims: StateClaims =
+        state::verify(app.links.key(), Purpose::State, &token, now).map_err(|e| match e {
+            TokenError::Expired => (Refusal::StateExpired, unknown()),
+            e => (Refusal::BadState(e), unknown()),
+        })?;
+    let full = format!("{}/{}", claims.ns, claims.name);
+    let fail = |r: Refusal| (r, full.clone());
+    if !has_cookie(headers, &cookie_name(&claims.nonce)) {
+        return Err(fail(Refusal::NoCookie));
+    }
+    let (org, web) = org_for(&app.client, &claims.ns, &claims.name, &claims.uid)
+        .await
+        .map_err(fail)?;
+    let secrets: Api<Secret> = Api::namespaced(app.client.clone(), &claims.ns);
+    let secret_name = &org.spec.token_secret_ref.name;
+    let current = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    if used_states(current.as_ref(), now)
+        .iter()
+        .any(|(n, _)| *n == claims.nonce)
+    {
+        return Err(fail(Refusal::Replayed(claims.name.clone())));
+    }
+    let version = current
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone())
+        .unwrap_or_default();
+    let pinned = org.status.as_ref().and_then(|s| s.org_id.clone());
+    let org_label = pinned.clone().unwrap_or_else(|| "the org".into());
+
+    if let Some(error) = query_param(uri, "error") {
+        let description =
+            classify::sanitize(&query_param(uri, "error_description").unwrap_or_default());
+        let failure = callback_failure(&error, &description, version);
+        let message = decide::failure_condition(&failure, &org_label)
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| failure.description.clone());
+        record_failure(&app.client, &org, &failure).await;
+        let refusal = if failure.reason == AUTHORIZATION_DENIED {
+            Refusal::Denied(message)
+        } else {
+            Refusal::SalesforceRefused(message)
+        };
+        return Err(fail(refusal));
+    }
+    let code = query_param(uri, "code")
+        .filter(|c| !c.is_empty())
+        .map(SecretString::new)
+        .ok_or_else(|| fail(Refusal::MissingCode))?;
+
+    let app_creds = observe::web_server_credentials(&secrets, &web)
+        .await
+        .map_err(|e| fail(Refusal::Config(e.to_string())))?
+        .map_err(|m| fail(Refusal::Config(m.message)))?;
+    let login = org.spec.login_url.trim_end_matches('/').to_owned();
+    let verifier = state::pkce_verifier(app.links.key(), &claims.nonce);
+    let tokens = match app
+        .salesforce
+        .exchange_code(
+            &login,
+            &app_creds,
+            &code,
+            &verifier,
+            &app.links.callback_url(),
+        )
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(fail(
+                exchange_refusal(app, &org, &org_label, e, version).await,
+            ));
+        }
+    };
+    let identity = match app
+        .salesforce
+        .userinfo(&tokens.instance_url, &tokens.access_token)
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            discard(app, &login, &tokens).await;
+            return Err(fail(Refusal::Unavailable(e.to_string())));
+        }
+    };
+    let expected = org.spec.expected_org_id.clone().or(pinned.clone());
+    if let Some(want) = expected
+        && !decide::same_org_id(&want, &identity.org_id)
+    {
+        discard(app, &login, &tokens).await;
+        let message = format!(
+            "You logged in as {} to org {}, but SalesforceOrg {full} is for org {want}. Nothing was \
+             changed. Log in to the right org: open the re-auth link again and sign in as a user \
+             of org {want}. If this org is intended (a sandbox refreshed from production gets a new \
+             org id), set spec.expectedOrgId of {full} to {} to accept it deliberately, then open \
+             the re-auth link again.",
+            identity.username, identity.org_id, identity.org_id
+        );
+        return Err(fail(Refusal::WrongOrg(message)));
+    }
+
+    let superseded = store(
+        app, &org, &claims, current, &secrets, &app_creds, &tokens, now,
+    )
+    .await
+    .map_err(fail)?;
+    info!(org = %full, org_id = %identity.org_id, username = %identity.username, "re-authorized: new tokens stored");
+    if org.annotations().contains_key(REAUTH_ERROR_ANNOTATION) {
+        clear_failure(&app.client, &org).await;
+    }
+    if app.revoke_superseded
+        && let Some(old) = superseded
+        && tokens.refresh_token.as_ref() != Some(&old)
+    {
+        match app.salesforce.revoke(&login, &old).await {
+            Ok(()) => info!(org = %full, "revoked the superseded refresh token"),
+            Err(e) => {
+                warn!(org = %full, error = %e, "could not revoke the superseded refresh token")
+            }
+        }
+    }
+    let page = Page {
+        status: StatusCode::OK,
+        outcome: "token-valid",
+        title: "Token valid".into(),
+        message: format!(
+            "Token valid for {} as {}. SalesforceOrg {full} is being checked now and its backups resume once it is Valid; you can close this page.",
+            identity.org_id, identity.username
+        ),
+    };
+    Ok(page)
+}
+
+/// The failure to record for an error redirect from Salesforce.
+fn callback_failure(error: &str, description: &str, tokens: String) -> ReauthFailure {
+    let reason = if error.eq_ignore_ascii_case("access_denied") {
+        AUTHORIZATION_DENIED
+    } else {
+        match classify::token_error(error, description) {
+            SfError::AuthorizationLost { reason, .. } if reason != LostReason::Refused => {
+                decide::lost_reason_name(reason)
+            }
+            _ => AUTHORIZATION_FAILED,
+        }
+    };
+    let description = if description.is_empty() {
+        classify::sanitize(error)
+    } else {
+        description.to_owned()
+    };
+    ReauthFailure {
+        reason: reason.to_owned(),
+        description,
+        tokens,
+    }
+}
+
+/// What a failed code exchange tells the person, recording causes an admin must fix.
+async fn exchange_refusal<S: Salesforce>(
+    app: &CallbackState<S>,
+    org: &SalesforceOrg,
+    org_label: &str,
+    error: SfError,
+    tokens: String,
+) -> Refusal {
+    match error {
+        SfError::AuthorizationLost {
+            reason: LostReason::Refused | LostReason::RefreshTokenRevoked,
+            description,
+        } => Refusal::CodeRefused(description),
+        SfError::AuthorizationLost {
+            reason,
+            description,
+        } => {
+            let failure = ReauthFailure {
+                reason: decide::lost_reason_name(reason).to_owned(),
+                description,
+                tokens,
+            };
+            record_failure(&app.client, org, &failure).await;
+            let message = decide::failure_condition(&failure, org_label)
+                .map(|(_, m)| m)
+                .unwrap_or_default();
+            Refusal::SalesforceRefused(message)
+        }
+        SfError::HostNotAllowed(e) => Refusal::Config(format!("spec.loginUrl: {e}")),
+        // An OAuth error we cannot name (a verifier that does not match, for one): the code
+        // is no good.
+        SfError::Transient {
+            reason: TransientReason::UnexpectedResponse,
+            detail,
+        } => Refusal::CodeRefused(detail),
+        other => Refusal::Unavailable(other.to_string()),
+    }
+}
+
+/// Revokes tokens that will not be stored.
+async fn discard<S: Salesforce>(app: &CallbackState<S>, login: &str, tokens: &TokenResponse) {
+    let token = tokens
+        .refresh_token
+        .as_ref()
+        .unwrap_or(&tokens.access_token);
+    if let Err(e) = app.salesforce.revoke(login, token).await {
+        warn!(error = %e, "could not revoke tokens that were not stored");
+    }
+}
+
+/// Writes the tokens and marks the state used, in one write under the Secret's
+/// resourceVersion. Returns the refresh token the new tokens replace.
+#[allow(clippy::too_many_arguments)]
+async fn store<S: Salesforce>(
+    app: &CallbackState<S>,
+    org: &SalesforceOrg,
+    claims: &StateClaims,
+    mut current: Option<Secret>,
+    secrets: &Api<Secret>,
+    creds: &AppCredentials,
+    tokens: &TokenResponse,
+    now: i64,
+) -> Result<Option<SecretString>, Refusal> {
+    let login = org.spec.login_url.trim_end_matches('/');
+    for _ in 0..3 {
+        let used = used_states(current.as_ref(), now);
+        if used.iter().any(|(n, _)| *n == claims.nonce) {
+            discard(app, login, tokens).await;
+            return Err(Refusal::Replayed(claims.name.clone()));
+        }
+        let superseded = match token_secret::read(current.as_ref()) {
+            TokenFile::Present(t) => t.refresh_token,
+            _ => None,
+        };
+        let data = token_secret::data_after(
+            current.as_ref().and_then(|s| s.data.as_ref()),
+            tokens,
+            &creds.client_id,
+            creds.client_secret.as_ref(),
+        );
+        let mut secret = token_secret::prepared(org, &claims.ns, current.as_ref(), data);
+        secret.annotations_mut().insert(
+            USED_STATES_ANNOTATION.to_owned(),
+            with_used_state(&used, &claims.nonce, claims.exp),
+        );
+        match token_secret::save(secrets, &secret).await {
+            Ok(_) => return Ok(superseded),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                current = secrets.get_opt(&org.spec.token_secret_ref.name).await?;
+            }
+            Err(e) => {
+                discard(app, login, tokens).await;
+                return Err(e.into());
+            }
+        }
+    }
+    discard(app, login, tokens).await;
+    Err(Refusal::Unavailable(
+        "the token Secret kept changing while the login was stored".into(),
+    ))
+}
+
+async fn record_failure(client: &Client, org: &SalesforceOrg, failure: &ReauthFailure) {
+    let value = serde_json::to_string(failure).unwrap_or_default();
+    patch_annotation(client, org, serde_json::Value::String(value)).await;
+}
+
+async fn clear_failure(client: &Client, org: &SalesforceOrg) {
+    patch_annotation(client, org, serde_json::Value::Null).await;
+}
+
+async fn patch_annotation(client: &Client, org: &SalesforceOrg, value: serde_json::Value) {
+    let ns = org.namespace().unwrap_or_default();
+    let api: Api<SalesforceOrg> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({"metadata": {"annotations": {REAUTH_ERROR_ANNOTATION: value}}});
+    if let Err(e) = api
+        .patch(
+            &org.name_any(),
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(org = %org.name_any(), namespace = %ns, error = %e, "could not record the re-auth outcome on the org");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_states_are_pruned_and_bounded() {
+        let now = 1000;
+        let mut secret = Secret::default();
+        secret.annotations_mut().insert(
+            USED_STATES_ANNOTATION.into(),
+            "old:999,live:1600,junk,bad:x".into(),
+        );
+        let used = used_states(Some(&secret), now);
+        assert_eq!(used, vec![("live".to_owned(), 1600)]);
+        assert_eq!(with_used_state(&used, "new", 1700), "live:1600,new:1700");
+        let many: Vec<(String, i64)> = (0..60).map(|i| (format!("n{i}"), 2000)).collect();
+        let value = with_used_state(&many, "last", 2000);
+        assert_eq!(value.split(',').count(), MAX_USED_STATES);
+        assert!(value.ends_with("last:2000"));
+    }
+
+    #[test]
+    fn salesforce_errors_become_reasons() {
+        let cases = [
+            (
+                "access_denied",
+                "end-user denied authorization",
+                AUTHORIZATION_DENIED,
+            ),
+            (
+                "invalid_client",
+                "app must be installed into org",
+                "ConnectedAppNotInstalled",
+            ),
+            (
+                "OAUTH_APP_BLOCKED",
+                "this app is blocked by admin",
+                "ConnectedAppBlocked",
+            ),
+            (
+                "OAUTH_APP_ACCESS_DENIED",
+                "user is not admin approved to access this app",
+                "UserNotApproved",
+            ),
+            (
+                "invalid_scope",
+                "the requested scope is not allowed",
+                AUTHORIZATION_FAILED,
+            ),
+            ("invalid_client", "", AUTHORIZATION_FAILED),
+        ];
+        for (error, description, want) in cases {
+            let f = callback_failure(error, description, "7".into());
+            assert_eq!(f.reason, want, "{error}");
+            assert_eq!(f.tokens, "7");
+            assert!(decide::failure_condition(&f, "00D").is_some(), "{error}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; sforg_reauth_abc=1".parse().unwrap());
+        assert!(has_cookie(&headers, "sforg_reauth_abc"));
+        assert!(!has_cookie(&headers, "sforg_reauth_ab"));
+        assert!(!has_cookie(&HeaderMap::new(), "sforg_reauth_abc"));
+    }
+}

@@ -1,0 +1,240 @@
+//! `/metrics`, `/healthz` and `/readyz` scraped over HTTP from an operator running against
+//! the real control plane and the Salesforce simulator, through a renewal, an expiry with a
+//! held CronJob, a re-auth and a deletion.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::eventually;
+use common::operator::{CONVERGE, Operator, http_settings};
+use k8s_openapi::api::batch::v1::CronJob;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sforg_operator::controller::{self, Hooks, Scope};
+use sforg_operator::crd::TokenState;
+use sforg_operator::metrics::{Instrumented, Metrics};
+use sforg_operator::reconcile::Settings;
+use sforg_operator::salesforce::HttpSalesforce;
+use sforg_operator::telemetry::{self, Health};
+
+/// Starts the controller with metrics and health, and their server on a free port.
+async fn start(op: &Operator) -> (SocketAddr, Health, tokio::task::JoinHandle<()>) {
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let listener = telemetry::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = telemetry::router(metrics.clone(), health.clone());
+    tokio::spawn(telemetry::serve(listener, router, std::future::pending()));
+    let salesforce = Instrumented::new(
+        HttpSalesforce::new(http_settings(&op.sim)).expect("http client"),
+        metrics.clone(),
+    );
+    metrics.set_leader(true);
+    let task = tokio::spawn(controller::run_with(
+        op.client.clone(),
+        salesforce,
+        Settings::default(),
+        Scope {
+            namespace: Some(op.ns.clone()),
+        },
+        "metrics-test".into(),
+        std::future::pending(),
+        Hooks {
+            metrics: Some(metrics),
+            health: Some(health.clone()),
+        },
+    ));
+    (addr, health, task)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client")
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let response = http()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Sample values by their full series name (`name{labels}`).
+async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn org_series(name: &str, ns: &str, org: &str) -> String {
+    format!("{name}{{namespace=\"{ns}\",org=\"{org}\"}}")
+}
+
+async fn wait_for(addr: SocketAddr, what: &str, check: impl Fn(&BTreeMap<String, f64>) -> bool) {
+    let check = &check;
+    eventually(what, CONVERGE, || async move {
+        let samples = scrape(addr).await;
+        check(&samples).then_some(())
+    })
+    .await;
+}
+
+fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_follow_expiry_and_reauth() {
+    let op = Operator::prepare("metrics").await;
+    let (addr, _health, task) = start(&op).await;
+    let ns = op.ns.clone();
+
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    eventually("/readyz after the caches synced", CONVERGE, || async {
+        (get(addr, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A backup that depends on the org.
+    let cronjobs: Api<CronJob> = Api::namespaced(op.client.clone(), &ns);
+    let cj: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "nightly", "labels": {"orgtokens.dev/org": "acme"}},
+        "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "backup", "image": "example.com/backup:1"}]}}}}}
+    }))
+    .expect("cronjob");
+    cronjobs
+        .create(&PostParams::default(), &cj)
+        .await
+        .expect("create cronjob");
+    op.ensure_app_secret().await;
+    op.create_org(
+        "acme",
+        json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": op.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "acme-token"},
+            "dependents": {"cronJobSelector": {"matchLabels": {"orgtokens.dev/org": "acme"}}},
+        }),
+    )
+    .await;
+    op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+
+    // A dead session makes the operator refresh: a renewal timestamp appears.
+    op.expire_sessions_and_check("acme").await;
+    let refresh = org_series("sforg_token_last_refresh_timestamp_seconds", &ns, "acme");
+    wait_for(addr, "a refresh timestamp", |s| s.contains_key(&refresh)).await;
+    let samples = scrape(addr).await;
+    assert_eq!(value(&samples, "sforg_orgs{state=\"Valid\"}"), 1.0);
+    assert_eq!(value(&samples, "sforg_orgs{state=\"Expired\"}"), 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        (now - value(&samples, &refresh)).abs() < 60.0,
+        "{samples:#?}"
+    );
+    assert!(samples.contains_key(&org_series(
+        "sforg_org_last_check_timestamp_seconds",
+        &ns,
+        "acme"
+    )));
+    assert!(
+        value(
+            &samples,
+            "sforg_salesforce_requests_total{endpoint=\"userinfo\",outcome=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &samples,
+            "sforg_salesforce_requests_total{endpoint=\"userinfo\",outcome=\"access_token_invalid\"}"
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &samples,
+            "sforg_salesforce_requests_total{endpoint=\"refresh\",outcome=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(value(&samples, "sforg_reconcile_total{result=\"success\"}") >= 1.0);
+    assert!(value(&samples, "sforg_reconcile_duration_seconds_count") >= 1.0);
+    assert_eq!(value(&samples, "sforg_leader"), 1.0);
+    let waiting = org_series("sforg_org_waiting_for_person_seconds", &ns, "acme");
+    let held = org_series("sforg_cronjobs_held", &ns, "acme");
+    assert!(!samples.contains_key(&waiting) && !samples.contains_key(&held));
+
+    // Revoked: Expired, the backup held, a person awaited.
+    op.sim
+        .control()
+        .revoke_user_tokens(&op.demo.user.username, None)
+        .expect("revoke");
+    op.expire_sessions_and_check("acme").await;
+    op.wait_state("acme", TokenState::Expired, None).await;
+    wait_for(addr, "the held CronJob", |s| value(s, &held) == 1.0).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let samples = scrape(addr).await;
+    assert_eq!(value(&samples, "sforg_orgs{state=\"Expired\"}"), 1.0);
+    assert_eq!(value(&samples, "sforg_orgs{state=\"Valid\"}"), 0.0);
+    assert!(value(&samples, &waiting) > 0.0, "{samples:#?}");
+    assert!(
+        value(
+            &samples,
+            "sforg_salesforce_requests_total{endpoint=\"refresh\",outcome=\"authorization_lost\"}"
+        ) >= 1.0,
+        "{samples:#?}"
+    );
+
+    // Re-auth: a person's login stores new tokens; the org is Valid, nothing held or awaited.
+    let tokens = op
+        .sim
+        .control()
+        .mint_tokens(&op.demo.app.client_id, &op.demo.user.username)
+        .expect("mint");
+    let patch = json!({"stringData": {"access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token, "instance_url": tokens.instance_url,
+        "issued_at": tokens.issued_at}});
+    op.secrets()
+        .patch("acme-token", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("store new tokens");
+    op.wait_state("acme", TokenState::Valid, None).await;
+    wait_for(addr, "the hold released", |s| !s.contains_key(&held)).await;
+    let samples = scrape(addr).await;
+    assert_eq!(value(&samples, "sforg_orgs{state=\"Valid\"}"), 1.0);
+    assert_eq!(value(&samples, "sforg_orgs{state=\"Expired\"}"), 0.0);
+    assert!(!samples.contains_key(&waiting), "{samples:#?}");
+
+    // Deleted: its series go with it.
+    op.orgs()
+        .delete("acme", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(addr, "per-org series to disappear", |s| {
+        !s.keys().any(|k| k.contains("org=\"acme\""))
+            && value(s, "sforg_orgs{state=\"Valid\"}") == 0.0
+    })
+    .await;
+    task.abort();
+}

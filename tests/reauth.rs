@@ -1,0 +1,804 @@
+//! Re-authorization through the link in status, on the real control plane with the
+//! Salesforce simulator: an HTTP client plays the browser (redirects followed one by one,
+//! the simulator's login form and consent page filled in, cookies kept), and every abuse of
+//! the callback is refused with a page and a 4xx, writing no token.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use common::eventually;
+use common::operator::{CONVERGE, Operator};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sforg_operator::callback::state::{self, Purpose, StateClaims};
+use sforg_operator::callback::{CALLBACK_PATH, REAUTH_ERROR_ANNOTATION, USED_STATES_ANNOTATION};
+use sforg_operator::crd::{SalesforceOrg, TokenState};
+use sforg_simulator::html_form::HtmlForm;
+use url::Url;
+
+/// A response as a browser sees it.
+#[derive(Debug)]
+struct Page {
+    status: u16,
+    url: Url,
+    location: Option<Url>,
+    body: String,
+}
+
+impl Page {
+    fn outcome(&self) -> &str {
+        let marker = "data-outcome=\"";
+        self.body
+            .find(marker)
+            .and_then(|i| self.body[i + marker.len()..].split('"').next())
+            .unwrap_or_default()
+    }
+}
+
+/// An HTTP client that behaves like a browser for these pages: no automatic redirects, a
+/// cookie jar per host, Salesforce's hosts reached through the simulator's proxy.
+struct Browser {
+    http: reqwest::Client,
+    jar: HashMap<String, BTreeMap<String, String>>,
+}
+
+fn host_key(url: &Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
+impl Browser {
+    fn new(op: &Operator) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .proxy(reqwest::Proxy::https(op.sim.proxy_url()).expect("proxy"))
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(op.sim.ca_pem().as_bytes()).expect("ca"),
+            )
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("browser");
+        Self {
+            http,
+            jar: HashMap::new(),
+        }
+    }
+
+    fn set_cookie(&mut self, url: &Url, name: &str, value: &str) {
+        self.jar
+            .entry(host_key(url))
+            .or_default()
+            .insert(name.to_owned(), value.to_owned());
+    }
+
+    async fn send(&mut self, url: Url, form: Option<String>) -> Page {
+        let mut request = match &form {
+            Some(_) => self.http.post(url.clone()).header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            ),
+            None => self.http.get(url.clone()),
+        };
+        if let Some(cookies) = self.jar.get(&host_key(&url)).filter(|c| !c.is_empty()) {
+            let header = cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            request = request.header(reqwest::header::COOKIE, header);
+        }
+        if let Some(body) = form {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        for value in response.headers().get_all(reqwest::header::SET_COOKIE) {
+            let text = value.to_str().unwrap_or_default();
+            let pair = text.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                let jar = self.jar.entry(host_key(&url)).or_default();
+                if text.to_ascii_lowercase().contains("max-age=0") {
+                    jar.remove(name.trim());
+                } else {
+                    jar.insert(name.trim().to_owned(), value.trim().to_owned());
+                }
+            }
+        }
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| url.join(l).ok());
+        let body = response.text().await.unwrap_or_default();
+        Page {
+            status,
+            url,
+            location,
+            body,
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> Page {
+        self.send(Url::parse(url).expect("url"), None).await
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Consent {
+    Allow,
+    Deny,
+}
+
+/// Who logs in at Salesforce and what they answer.
+struct Person<'a> {
+    username: &'a str,
+    password: &'a str,
+    consent: Consent,
+}
+
+/// Opens `link` and goes through Salesforce's pages like a person, up to (not into) the
+/// operator's callback: returns the callback URL, or the page where the journey ended.
+async fn to_callback(
+    browser: &mut Browser,
+    op: &Operator,
+    link: &str,
+    person: &Person<'_>,
+) -> Result<Url, Page> {
+    let callback = format!("{}{CALLBACK_PATH}", public_url(op));
+    let mut page = browser.get(link).await;
+    for _ in 0..12 {
+        if let Some(next) = page.location.clone() {
+            if next.as_str().starts_with(&callback) {
+                return Ok(next);
+            }
+            page = browser.send(next, None).await;
+            continue;
+        }
+        if let Some(mut form) = HtmlForm::find(&page.body, "login_form") {
+            form.set("username", person.username)
+                .set("pw", person.password);
+            let action = page.url.join(&form.action).expect("form action");
+            page = browser
+                .send(action, Some(form.encoded(Some("Login"))))
+                .await;
+            continue;
+        }
+        if let Some(form) = HtmlForm::find(&page.body, "consent_form") {
+            let button = match person.consent {
+                Consent::Allow => "allow",
+                Consent::Deny => "deny",
+            };
+            let action = page.url.join(&form.action).expect("form action");
+            page = browser.send(action, Some(form.encoded(Some(button)))).await;
+            continue;
+        }
+        return Err(page);
+    }
+    Err(page)
+}
+
+fn public_url(op: &Operator) -> &str {
+    &op.reauth.as_ref().expect("started with re-auth").public_url
+}
+
+fn query(url: &Url, name: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn admin<'a>(op: &'a Operator) -> Person<'a> {
+    Person {
+        username: &op.demo.user.username,
+        password: &op.demo.password,
+        consent: Consent::Allow,
+    }
+}
+
+fn cronjobs(op: &Operator) -> Api<CronJob> {
+    Api::namespaced(op.client.clone(), &op.ns)
+}
+
+/// A web server org for the demo app, with the CronJobs labelled `orgtokens.dev/org=<name>`
+/// as dependents.
+async fn create_org(op: &Operator, name: &str, login_url: &str) {
+    op.ensure_app_secret().await;
+    op.create_org(
+        name,
+        json!({
+            "loginUrl": login_url,
+            "auth": {"webServer": {"clientId": op.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"},
+                "scopes": ["api", "refresh_token"]}},
+            "tokenSecretRef": {"name": format!("{name}-token")},
+            "dependents": {"cronJobSelector": {"matchLabels": {"orgtokens.dev/org": name}}},
+        }),
+    )
+    .await;
+}
+
+async fn create_cronjob(op: &Operator, name: &str, org: &str) {
+    let cj: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"orgtokens.dev/org": org}},
+        "spec": {"schedule": "0 2 * * *", "startingDeadlineSeconds": 3600,
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "backup", "image": "example.com/backup:1"}]}}}}}
+    }))
+    .expect("cronjob");
+    cronjobs(op)
+        .create(&PostParams::default(), &cj)
+        .await
+        .expect("create cronjob");
+}
+
+async fn suspended(op: &Operator, name: &str) -> bool {
+    let cj = cronjobs(op).get(name).await.expect("cronjob");
+    cj.spec.and_then(|s| s.suspend).unwrap_or(false)
+}
+
+async fn secret(op: &Operator, name: &str) -> Option<Secret> {
+    op.secrets().get_opt(name).await.expect("get secret")
+}
+
+async fn secret_version(op: &Operator, name: &str) -> Option<String> {
+    secret(op, name)
+        .await
+        .and_then(|s| s.metadata.resource_version)
+}
+
+fn ready(org: &SalesforceOrg) -> (String, String) {
+    org.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
+/// Waits for the org's re-auth link in status.
+async fn link_of(op: &Operator, name: &str) -> String {
+    eventually(&format!("a re-auth link for {name}"), CONVERGE, || async {
+        let org = op.orgs().get(name).await.ok()?;
+        org.status?.reauth.map(|r| r.url)
+    })
+    .await
+}
+
+/// A connected org `name`, then its tokens revoked at Salesforce and a check: Expired.
+async fn expired_org(op: &Operator, name: &str) -> SalesforceOrg {
+    create_org(op, name, "https://login.salesforce.com").await;
+    op.seed_tokens(&format!("{name}-token"), name).await;
+    let valid = op.wait_state(name, TokenState::Valid, None).await;
+    assert_eq!(
+        valid.status.as_ref().and_then(|s| s.reauth.clone()),
+        None,
+        "a Valid org has no link"
+    );
+    op.sim
+        .control()
+        .revoke_user_tokens(&op.demo.user.username, None)
+        .expect("revoke");
+    op.request_check(name).await;
+    op.wait_state(name, TokenState::Expired, Some("RefreshTokenRevoked"))
+        .await
+}
+
+/// Follows `link` through Salesforce and into the callback, which must answer "Token valid".
+async fn log_in(browser: &mut Browser, op: &Operator, link: &str, person: &Person<'_>) -> Url {
+    let callback = to_callback(browser, op, link, person)
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let done = browser.send(callback.clone(), None).await;
+    assert_eq!(
+        (done.status, done.outcome()),
+        (200, "token-valid"),
+        "{}",
+        done.body
+    );
+    callback
+}
+
+#[tokio::test]
+async fn a_person_reauthorizes_an_expired_org_through_the_link() {
+    let op = Operator::start_with_reauth("reauth-e2e").await;
+    let mut browser = Browser::new(&op);
+
+    // A new org: Pending, with a link to connect it for the first time.
+    create_org(&op, "acme", "https://login.salesforce.com").await;
+    op.wait_state("acme", TokenState::Pending, Some("AwaitingAuthorization"))
+        .await;
+    let first_link = link_of(&op, "acme").await;
+    assert!(first_link.starts_with(&format!("{}/reauth/{}/acme?t=", public_url(&op), op.ns)));
+    let pending = op.orgs().get("acme").await.expect("org");
+    assert!(
+        ready(&pending).1.contains("status.reauth.url"),
+        "{:?}",
+        ready(&pending)
+    );
+    log_in(&mut browser, &op, &first_link, &admin(&op)).await;
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+    assert_eq!(
+        org.status.as_ref().and_then(|s| s.reauth.clone()),
+        None,
+        "link removed"
+    );
+    let created = secret(&op, "acme-token").await.expect("token Secret");
+    assert_eq!(
+        created.owner_references().first().map(|o| o.name.as_str()),
+        Some("acme"),
+        "the operator created the Secret, owned by the org"
+    );
+    assert_eq!(
+        created
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("sforg-operator")
+    );
+    let first = op.secret_data("acme-token").await;
+    create_cronjob(&op, "nightly", "acme").await;
+
+    // An admin revokes the connection in Salesforce; the next check finds out.
+    op.sim
+        .control()
+        .revoke_user_tokens(&op.demo.user.username, None)
+        .expect("revoke");
+    op.request_check("acme").await;
+    let expired = op
+        .wait_state("acme", TokenState::Expired, Some("RefreshTokenRevoked"))
+        .await;
+    assert!(
+        ready(&expired).1.contains("status.reauth.url"),
+        "{:?}",
+        ready(&expired)
+    );
+    eventually("nightly suspended", CONVERGE, || async {
+        suspended(&op, "nightly").await.then_some(())
+    })
+    .await;
+    let link = link_of(&op, "acme").await;
+    let org = op.orgs().get("acme").await.expect("org");
+    let expires_at = org
+        .status
+        .and_then(|s| s.reauth)
+        .map(|r| r.expires_at.0)
+        .expect("link in status");
+    let hours = expires_at.duration_since(Timestamp::now()).as_hours();
+    assert!((23..=24).contains(&hours), "{hours}h");
+
+    // A person opens the link in a browser.
+    let start = browser.get(&link).await;
+    assert_eq!(start.status, 302);
+    let authorize = start.location.clone().expect("redirect to Salesforce");
+    assert_eq!(authorize.host_str(), Some("login.salesforce.com"));
+    assert_eq!(query(&authorize, "code_challenge_method"), "S256");
+    assert_eq!(
+        query(&authorize, "redirect_uri"),
+        format!("{}{CALLBACK_PATH}", public_url(&op))
+    );
+    assert!(!authorize.as_str().contains("code_verifier"));
+    let callback = to_callback(&mut browser, &op, &link, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let done = browser.send(callback.clone(), None).await;
+    let answered = Instant::now();
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.outcome(), "token-valid");
+    let want = format!(
+        "Token valid for {} as {}",
+        op.demo.org.id, op.demo.user.username
+    );
+    assert!(done.body.contains(&want), "{}", done.body);
+
+    // The watch on the Secret does the rest: Valid, CronJob resumed, link gone.
+    while suspended(&op, "nightly").await {
+        assert!(answered.elapsed() < CONVERGE, "nightly never resumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "callback answered -> CronJob resumed: {:?}",
+        answered.elapsed()
+    );
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+    println!(
+        "callback answered -> org Valid in status: {:?}",
+        answered.elapsed()
+    );
+    let status = org.status.clone().unwrap_or_default();
+    assert_eq!(status.reauth, None, "link removed once Valid");
+    assert_eq!(status.org_id.as_deref(), Some(op.demo.org.id.as_str()));
+    assert!(status.suspended_cron_jobs.is_empty());
+
+    let data = op.secret_data("acme-token").await;
+    let new_refresh = data.get("refresh_token").cloned().unwrap_or_default();
+    assert_ne!(data.get("refresh_token"), first.get("refresh_token"));
+    assert_ne!(data.get("access_token"), first.get("access_token"));
+    assert!(
+        data.get("sfdx-url")
+            .is_some_and(|u| u.starts_with("force://"))
+    );
+    let valid = op
+        .sim
+        .control()
+        .valid_refresh_tokens(&op.demo.user.username, Some(&op.demo.app.client_id))
+        .expect("valid tokens");
+    assert_eq!(valid, vec![new_refresh], "only the new refresh token works");
+    let stored = secret(&op, "acme-token").await.expect("secret");
+    assert!(stored.annotations().contains_key(USED_STATES_ANNOTATION));
+
+    // The callback URL works once.
+    let version = secret_version(&op, "acme-token").await;
+    let again = browser.send(callback, None).await;
+    assert_eq!(
+        (again.status, again.outcome()),
+        (409, "replayed"),
+        "{}",
+        again.body
+    );
+    assert_eq!(secret_version(&op, "acme-token").await, version);
+}
+
+#[tokio::test]
+async fn reauthorizing_a_valid_org_revokes_the_superseded_refresh_token() {
+    let op = Operator::start_with_reauth("reauth-revoke").await;
+    create_org(&op, "acme", "https://login.salesforce.com").await;
+    let seeded = op.seed_tokens("acme-token", "acme").await;
+    let org = op.wait_state("acme", TokenState::Valid, None).await;
+    let old = seeded.refresh_token.clone().expect("refresh token");
+    // A link issued earlier (say while the org was Pending) still works for a deliberate
+    // re-login, for example to connect another user.
+    let links = &op.reauth.as_ref().expect("reauth").links;
+    let link = links.issue(
+        &op.ns,
+        "acme",
+        &org.uid().unwrap_or_default(),
+        Timestamp::now(),
+    );
+    let mut browser = Browser::new(&op);
+    let callback = to_callback(&mut browser, &op, &link.url, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let done = browser.send(callback, None).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let data = eventually("new tokens stored", CONVERGE, || async {
+        let data = op.secret_data("acme-token").await;
+        (data.get("refresh_token") != Some(&old)).then_some(data)
+    })
+    .await;
+    let valid = op
+        .sim
+        .control()
+        .valid_refresh_tokens(&op.demo.user.username, Some(&op.demo.app.client_id))
+        .expect("valid tokens");
+    assert_eq!(
+        valid,
+        vec![data["refresh_token"].clone()],
+        "the old grant is revoked"
+    );
+    op.wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+}
+
+/// Starts a login from `link` in `browser`: the Salesforce authorize URL with its state.
+async fn started(browser: &mut Browser, link: &str) -> Url {
+    let page = browser.get(link).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    page.location.expect("authorize URL")
+}
+
+fn callback_url(op: &Operator, params: &[(&str, &str)]) -> Url {
+    let mut url = Url::parse(&format!("{}{CALLBACK_PATH}", public_url(op))).expect("url");
+    url.query_pairs_mut().extend_pairs(params);
+    url
+}
+
+/// Asserts a refusal: the status, the page's outcome, and no write to the token Secret.
+async fn refused(
+    op: &Operator,
+    browser: &mut Browser,
+    url: Url,
+    status: u16,
+    outcome: &str,
+    version: &Option<String>,
+) -> Page {
+    let page = browser.send(url, None).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (status, outcome),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<h1"), "an HTML page");
+    assert_eq!(
+        &secret_version(op, "acme-token").await,
+        version,
+        "{outcome}: the token Secret is untouched"
+    );
+    page
+}
+
+#[tokio::test]
+async fn forged_expired_replayed_and_foreign_states_are_refused() {
+    let op = Operator::start_with_reauth("reauth-abuse").await;
+    let org = expired_org(&op, "acme").await;
+    let uid = org.uid().unwrap_or_default();
+    let link = link_of(&op, "acme").await;
+    let version = secret_version(&op, "acme-token").await;
+    let key = op.reauth.as_ref().expect("reauth").links.key().clone();
+    let mut browser = Browser::new(&op);
+    let operator_url = Url::parse(public_url(&op)).expect("public url");
+
+    // The link itself: altered, or for another org's path.
+    let page = browser.get(&format!("{link}x")).await;
+    assert_eq!((page.status, page.outcome()), (400, "bad-link"));
+    let page = browser.get(&link.replace("/acme?", "/other?")).await;
+    assert_eq!((page.status, page.outcome()), (400, "bad-link"));
+
+    // A state altered on the way.
+    let authorize = started(&mut browser, &link).await;
+    let good_state = query(&authorize, "state");
+    let (payload, signature) = good_state.split_once('.').expect("signed state");
+    let mut chars: Vec<char> = payload.chars().collect();
+    chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
+    let tampered = format!("{}.{signature}", chars.into_iter().collect::<String>());
+    let url = callback_url(&op, &[("code", "x"), ("state", &tampered)]);
+    refused(&op, &mut browser, url, 400, "bad-state", &version).await;
+    let url = callback_url(&op, &[("code", "x"), ("state", "made-up")]);
+    refused(&op, &mut browser, url, 400, "bad-state", &version).await;
+    let url = callback_url(&op, &[("code", "x")]);
+    refused(&op, &mut browser, url, 400, "missing-state", &version).await;
+
+    // A state whose ten minutes are over.
+    let expired = StateClaims {
+        ns: op.ns.clone(),
+        name: "acme".into(),
+        uid: uid.clone(),
+        nonce: "expired-nonce".into(),
+        exp: Timestamp::now().as_second() - 1,
+    };
+    browser.set_cookie(&operator_url, "sforg_reauth_expired-nonce", "1");
+    let signed = state::sign(&key, Purpose::State, &expired);
+    let url = callback_url(&op, &[("code", "x"), ("state", &signed)]);
+    refused(&op, &mut browser, url, 400, "state-expired", &version).await;
+
+    // A state for another SalesforceOrg: one that replaced acme (another uid) ...
+    let foreign = StateClaims {
+        uid: "6b2f1c9e-0000-4000-8000-000000000000".into(),
+        nonce: "foreign-nonce".into(),
+        exp: Timestamp::now().as_second() + 600,
+        ..expired.clone()
+    };
+    browser.set_cookie(&operator_url, "sforg_reauth_foreign-nonce", "1");
+    let signed = state::sign(&key, Purpose::State, &foreign);
+    let url = callback_url(&op, &[("code", "x"), ("state", &signed)]);
+    refused(&op, &mut browser, url, 410, "org-replaced", &version).await;
+    // ... and beta's state carrying a code from acme's login: the PKCE verifier derived
+    // from beta's state does not match acme's code.
+    create_org(&op, "beta", "https://login.salesforce.com").await;
+    let beta_link = link_of(&op, "beta").await;
+    let beta_state = query(&started(&mut browser, &beta_link).await, "state");
+    let acme_callback = to_callback(&mut browser, &op, &link, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let acme_code = query(&acme_callback, "code");
+    let url = callback_url(&op, &[("code", &acme_code), ("state", &beta_state)]);
+    refused(&op, &mut browser, url, 400, "code-refused", &version).await;
+    assert!(
+        secret(&op, "beta-token").await.is_none(),
+        "beta got nothing"
+    );
+
+    // The callback opened in a browser that did not open the link (login CSRF).
+    let mut other_browser = Browser::new(&op);
+    refused(
+        &op,
+        &mut other_browser,
+        acme_callback.clone(),
+        403,
+        "other-browser",
+        &version,
+    )
+    .await;
+
+    // A state with no code.
+    let state_only = query(&acme_callback, "state");
+    let url = callback_url(&op, &[("state", &state_only)]);
+    refused(&op, &mut browser, url, 400, "missing-code", &version).await;
+
+    // The genuine callback succeeds once; its URL replayed is refused.
+    let done = browser.send(acme_callback.clone(), None).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let version = secret_version(&op, "acme-token").await;
+    refused(&op, &mut browser, acme_callback, 409, "replayed", &version).await;
+
+    // A used code with a fresh state of a new login.
+    let fresh_state = query(&started(&mut browser, &link).await, "state");
+    let url = callback_url(&op, &[("code", &acme_code), ("state", &fresh_state)]);
+    refused(&op, &mut browser, url, 400, "code-refused", &version).await;
+    op.wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+}
+
+#[tokio::test]
+async fn a_login_to_the_wrong_org_changes_nothing() {
+    let op = Operator::start_with_reauth("reauth-wrong-org").await;
+    let sandbox_user = op.demo.sandbox_user.username.clone();
+    create_org(&op, "acme", "https://test.salesforce.com").await;
+    let tokens = op
+        .sim
+        .control()
+        .mint_tokens(&op.demo.app.client_id, &sandbox_user)
+        .expect("mint");
+    let mut data = BTreeMap::new();
+    data.insert("access_token".to_owned(), tokens.access_token.clone());
+    data.insert(
+        "refresh_token".to_owned(),
+        tokens.refresh_token.clone().unwrap_or_default(),
+    );
+    data.insert("instance_url".to_owned(), tokens.instance_url.clone());
+    op.put_secret("acme-token", "acme", data).await;
+    let valid = op.wait_state("acme", TokenState::Valid, None).await;
+    let pinned = op.demo.sandbox.id.clone();
+    assert_eq!(
+        valid.status.as_ref().and_then(|s| s.org_id.clone()),
+        Some(pinned.clone())
+    );
+
+    // The sandbox is refreshed from production: new org id, every grant gone.
+    let refreshed = op
+        .sim
+        .control()
+        .refresh_sandbox(&op.demo.sandbox.label)
+        .expect("refresh sandbox");
+    op.request_check("acme").await;
+    op.wait_state("acme", TokenState::Expired, Some("RefreshTokenRevoked"))
+        .await;
+    let link = link_of(&op, "acme").await;
+    let version = secret_version(&op, "acme-token").await;
+
+    let person = Person {
+        username: &sandbox_user,
+        password: &op.demo.password,
+        consent: Consent::Allow,
+    };
+    let mut browser = Browser::new(&op);
+    let callback = to_callback(&mut browser, &op, &link, &person)
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let page = refused(&op, &mut browser, callback, 403, "wrong-org", &version).await;
+    assert!(page.body.contains(&refreshed.id), "{}", page.body);
+    assert!(page.body.contains(&pinned), "{}", page.body);
+    assert!(page.body.contains("spec.expectedOrgId"), "{}", page.body);
+    let org = op.orgs().get("acme").await.expect("org");
+    let status = org.status.clone().unwrap_or_default();
+    assert_eq!(status.state, Some(TokenState::Expired));
+    assert_eq!(status.org_id, Some(pinned.clone()), "still pinned");
+    let live = op
+        .sim
+        .control()
+        .valid_refresh_tokens(&sandbox_user, None)
+        .expect("valid tokens");
+    assert!(live.is_empty(), "the refused login's tokens were revoked");
+
+    // Accepting the refreshed sandbox deliberately, then logging in again, connects it.
+    let patch = json!({"spec": {"expectedOrgId": refreshed.id}});
+    op.orgs()
+        .patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("set expectedOrgId");
+    let callback = to_callback(&mut browser, &op, &link, &person)
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let done = browser.send(callback, None).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+    assert_eq!(
+        org.status.and_then(|s| s.org_id),
+        Some(refreshed.id.clone())
+    );
+}
+
+#[tokio::test]
+async fn salesforce_refusals_are_reported_on_the_org() {
+    let op = Operator::start_with_reauth("reauth-refusals").await;
+    expired_org(&op, "acme").await;
+    let link = link_of(&op, "acme").await;
+    let version = secret_version(&op, "acme-token").await;
+    let app = op.demo.app.client_id.clone();
+    let user = op.demo.user.username.clone();
+    let mut browser = Browser::new(&op);
+
+    // (what, set up Salesforce, person's answer, undo, outcome, reason on the org, advice)
+    type Setup = fn(&Operator, &str, &str);
+    let cases: Vec<(&str, Setup, Consent, Setup, &str, &str, &str)> = vec![
+        (
+            "the person chooses Deny",
+            |_, _, _| {},
+            Consent::Deny,
+            |_, _, _| {},
+            "denied",
+            "AuthorizationDenied",
+            "choose Allow",
+        ),
+        (
+            "the app is not installed",
+            |op, app, user| {
+                op.sim
+                    .control()
+                    .uninstall_app(app, "acme")
+                    .expect("uninstall");
+                op.sim
+                    .control()
+                    .set_approve_uninstalled(user, false)
+                    .expect("permission");
+            },
+            Consent::Allow,
+            |op, app, _| op.sim.control().install_app(app, "acme").expect("install"),
+            "salesforce-refused",
+            "ConnectedAppNotInstalled",
+            "install it",
+        ),
+        (
+            "the app is blocked",
+            |op, app, _| op.sim.control().block_app(app).expect("block"),
+            Consent::Allow,
+            |op, app, _| op.sim.control().unblock_app(app).expect("unblock"),
+            "salesforce-refused",
+            "ConnectedAppBlocked",
+            "unblock it",
+        ),
+    ];
+    for (what, setup, consent, undo, outcome, reason, advice) in cases {
+        setup(&op, &app, &user);
+        let person = Person {
+            username: &user,
+            password: &op.demo.password,
+            consent,
+        };
+        let callback = to_callback(&mut browser, &op, &link, &person)
+            .await
+            .unwrap_or_else(|page| panic!("{what}: did not reach the callback: {page:?}"));
+        assert!(!query(&callback, "error").is_empty(), "{what}: {callback}");
+        let page = refused(&op, &mut browser, callback, 403, outcome, &version).await;
+        assert!(page.body.contains(advice), "{what}: {}", page.body);
+        let org = op
+            .wait_state("acme", TokenState::Expired, Some(reason))
+            .await;
+        assert!(ready(&org).1.contains(advice), "{what}: {:?}", ready(&org));
+        assert!(org.annotations().contains_key(REAUTH_ERROR_ANNOTATION));
+        assert!(
+            org.status
+                .as_ref()
+                .and_then(|s| s.reauth.as_ref())
+                .is_some(),
+            "{what}: the link stays"
+        );
+        undo(&op, &app, &user);
+    }
+
+    // Once fixed, the link works and the recorded failure is cleared.
+    let callback = to_callback(&mut browser, &op, &link, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let done = browser.send(callback, None).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+    assert!(!org.annotations().contains_key(REAUTH_ERROR_ANNOTATION));
+}
