@@ -225,7 +225,7 @@ async fn run_case(
     let fmt = |d: &BTreeMap<String, f64>, drop: &[&str]| {
         d.iter()
             .filter(|(k, _)| {
-                !drop.iter().any(|x| k.as_str() == *x)
+                !drop.contains(&k.as_str())
                     && !k.contains("events")
                     && !k.contains("leases")
             })

@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# Benchmarks: starts a real local control plane (built once, then cached) and prints the API
-# writes and latencies of steady-state checks, expiries and recoveries with N CronJobs.
-# Figures, not pass/fail: run it on a quiet machine and read the table.
+# Benchmarks: starts a real local control plane (built once, then cached) and prints figures.
+#
+#   scripts/bench.sh          API writes and latency per steady-state check, expiry and recovery
+#                             with N = 1, 10, 50 CronJobs
+#   scripts/bench.sh scale    the release operator process at 0, 1k and 10k orgs (each with its
+#                             Secret and 2 CronJobs): RSS, cold-start convergence, calls per org
+#                             (SFORG_BENCH_ORGS=N changes 10k)
+#
+# Figures, not pass/fail: run on a quiet machine and read the table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build --locked --quiet --example bench_expiry
+what=${1:-expiry}
+case $what in
+  expiry) cargo build --locked --quiet --example bench_expiry ;;
+  scale)
+    cargo build --locked --quiet --release --bin sforg-operator
+    cargo build --locked --quiet --example bench_scale
+    ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
 work=$(mktemp -d "${TMPDIR:-/tmp}/sforg-bench.XXXXXX")
 trap 'scripts/control-plane.sh stop "$work/cp" || true; rm -rf "$work"' EXIT
 scripts/control-plane.sh start "$work/cp"
 # shellcheck disable=SC1091
 source "$work/cp/env"
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
-target/debug/examples/bench_expiry
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr), control plane $(kube-apiserver --version 2>/dev/null | awk '{print $2}')"
+"target/debug/examples/bench_$what"

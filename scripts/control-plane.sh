@@ -2,6 +2,8 @@
 # Starts and stops a real Kubernetes control plane on loopback: etcd, kube-apiserver and
 # kube-controller-manager (garbage collection and namespace deletion only), the same programs
 # envtest runs. No kubelet, no scheduler: pods never run, which the operator does not need.
+# The apiserver also enforces OwnerReferencesPermissionEnforcement (on in OpenShift), so tests
+# that run the operator under the chart's RBAC prove its owner references are allowed there.
 #
 #   scripts/control-plane.sh start DIR   build (cached) and start; writes DIR/kubeconfig, DIR/env
 #   scripts/control-plane.sh stop DIR    stop everything started in DIR
@@ -106,6 +108,7 @@ start() {
     --tls-cert-file="$d/pki/apiserver.crt" --tls-private-key-file="$d/pki/apiserver.key" \
     --client-ca-file="$d/pki/ca.crt" --authorization-mode=RBAC \
     --service-cluster-ip-range=10.0.0.0/24 --disable-admission-plugins=ServiceAccount \
+    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
     --service-account-issuer="https://127.0.0.1:$api_port/" \
     --service-account-key-file="$d/pki/sa.pub" --service-account-signing-key-file="$d/pki/sa.key" \
     --api-audiences="https://127.0.0.1:$api_port/" \

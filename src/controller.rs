@@ -163,6 +163,12 @@ fn error_policy<S: Salesforce>(
     error: &reconcile::Error,
     _ctx: Arc<Context<S>>,
 ) -> Action {
+    if error.is_stale_read() {
+        // The cache had not yet seen our own last write (a finalizer added a moment ago):
+        // nothing is wrong, look again as soon as the watch catches up.
+        debug!(error = %error, "stale cache, retrying shortly");
+        return Action::requeue(Duration::from_millis(500));
+    }
     warn!(error = %error, kind = error.metric_label(), "will retry");
     Action::requeue(Duration::from_secs(5))
 }

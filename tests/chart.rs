@@ -416,17 +416,11 @@ fn reconcile_rules() -> BTreeSet<Rule> {
             "orgtokens.dev",
             "salesforceorgs",
             "",
-            "get,list,watch,patch,update",
+            "get,list,watch,patch",
         ),
-        rule(
-            "orgtokens.dev",
-            "salesforceorgs/status",
-            "",
-            "get,patch,update",
-        ),
-        rule("orgtokens.dev", "salesforceorgs/finalizers", "", "update"),
-        rule("", "secrets", "", "get,list,watch,create,update,patch"),
-        rule("batch", "cronjobs", "", "get,list,patch"),
+        rule("orgtokens.dev", "salesforceorgs/status", "", "patch"),
+        rule("", "secrets", "", "get,list,watch,create,update"),
+        rule("batch", "cronjobs", "", "list,patch"),
         rule("events.k8s.io", "events", "", "create,patch"),
     ]
     .into_iter()
@@ -561,6 +555,75 @@ async fn the_apiserver_accepts_the_rendered_chart_in_both_modes() {
 }
 
 #[tokio::test]
+async fn helm_installs_upgrades_and_uninstalls_a_release() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::rbac::v1::Role;
+    let client = common::client().await;
+    let release_ns = common::namespace(&client, "chart-helm").await;
+    let watched = common::namespace(&client, "chart-helm-w").await;
+    let release = format!("h{}", &release_ns[release_ns.len() - 8..]);
+    let chart = chart_dir();
+    // The CRD is shared by every test here, so this release leaves it alone; the CRD template
+    // is applied for real by the RBAC scenarios below.
+    let values = values_file(&json!({
+        "watchNamespaces": [watched],
+        "crds": {"install": false},
+        "ingress": {"enabled": true, "host": "sforg.example.com"},
+    }));
+    let values = values.to_str().expect("path");
+    let kubeconfig = std::env::var("SFORG_TEST_KUBECONFIG").expect("kubeconfig");
+    let helm = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--kubeconfig", &kubeconfig, "--namespace", &release_ns]);
+        let (ok, out, err) = run("helm", &all, None);
+        assert!(ok, "helm {all:?} failed:\n{out}\n{err}");
+        out
+    };
+    // helm checks the real server's version against the chart's kubeVersion here.
+    let notes = helm(&["install", &release, &chart, "-f", values]);
+    assert!(
+        notes.contains("https://sforg.example.com/oauth/callback"),
+        "{notes}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &release_ns);
+    let name = format!("{release}-sforg-operator");
+    assert_eq!(
+        deployments
+            .get(&name)
+            .await
+            .expect("deployment")
+            .spec
+            .and_then(|s| s.replicas),
+        Some(1)
+    );
+    helm(&[
+        "upgrade",
+        &release,
+        &chart,
+        "-f",
+        values,
+        "--set",
+        "replicaCount=2",
+    ]);
+    assert_eq!(
+        deployments
+            .get(&name)
+            .await
+            .expect("deployment")
+            .spec
+            .and_then(|s| s.replicas),
+        Some(2)
+    );
+    helm(&["uninstall", &release, "--wait"]);
+    let roles: Api<Role> = Api::namespaced(client.clone(), &watched);
+    eventually("the release's Role to be gone", CONVERGE, || async {
+        roles.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_file(values);
+}
+
+#[tokio::test]
 async fn the_pod_meets_pod_security_restricted() {
     let client = common::client().await;
     let ns = format!(
@@ -590,10 +653,10 @@ async fn the_pod_meets_pod_security_restricted() {
 
     // The check has teeth: the same pod without the capability drop is refused.
     let mut weaker = pod.clone();
-    if let Some(spec) = weaker.spec.as_mut() {
-        if let Some(sc) = spec.containers[0].security_context.as_mut() {
-            sc.capabilities = None;
-        }
+    if let Some(spec) = weaker.spec.as_mut()
+        && let Some(sc) = spec.containers[0].security_context.as_mut()
+    {
+        sc.capabilities = None;
     }
     let refused = pods.create(&dry, &weaker).await;
     assert!(
@@ -619,9 +682,10 @@ async fn can(
     name: Option<&str>,
 ) -> bool {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
     let body: SelfSubjectAccessReview = serde_json::from_value(json!({
         "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource,
-            "namespace": namespace, "name": name}}
+            "subresource": subresource, "namespace": namespace, "name": name}}
     }))
     .expect("review");
     reviews
@@ -707,6 +771,16 @@ async fn forbidden(sa: &Client, installed: &Installed, watched: &str) {
         ("deletecollection", "", "secrets", ns, None),
         ("update", "batch", "cronjobs", ns, None),
         ("watch", "batch", "cronjobs", ns, None),
+        ("patch", "", "secrets", ns, None),
+        ("update", "orgtokens.dev", "salesforceorgs", ns, None),
+        ("update", "orgtokens.dev", "salesforceorgs/status", ns, None),
+        (
+            "update",
+            "orgtokens.dev",
+            "salesforceorgs/finalizers",
+            ns,
+            None,
+        ),
         ("create", "batch", "cronjobs", ns, None),
         ("delete", "batch", "cronjobs", ns, None),
         ("create", "batch", "jobs", ns, None),
@@ -907,6 +981,25 @@ async fn scenario_under_chart_rbac(prefix: &str, cluster_wide: bool) {
         (held.as_deref() == Some("pod-a")).then_some(())
     })
     .await;
+    // What a standby does besides polling: list and watch the Lease by name (RBAC narrows
+    // list and watch to resourceNames only through this field selector).
+    {
+        use futures::StreamExt;
+        let sa_leases: Api<Lease> = Api::namespaced(sa.clone(), &installed.release_ns);
+        let by_name = format!("metadata.name={lease}");
+        sa_leases
+            .list(&ListParams::default().fields(&by_name))
+            .await
+            .expect("list the Lease by name as the ServiceAccount");
+        let stream = sa_leases
+            .watch(&WatchParams::default().fields(&by_name).timeout(1), "0")
+            .await
+            .expect("watch the Lease by name as the ServiceAccount");
+        let first = tokio::time::timeout(Duration::from_secs(5), std::pin::pin!(stream).next())
+            .await
+            .expect("a watch event");
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    }
     // A standby watches the Lease.
     let (took_over_tx, mut took_over) = tokio::sync::mpsc::unbounded_channel::<()>();
     let (stop_standby, standby) = elect(&sa, &installed, &lease, "pod-b", move |stop| {

@@ -802,3 +802,68 @@ async fn salesforce_refusals_are_reported_on_the_org() {
         .await;
     assert!(!org.annotations().contains_key(REAUTH_ERROR_ANNOTATION));
 }
+
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn codes_states_verifiers_and_tokens_never_reach_the_logs() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // This binary's only subscriber: it also sees the other tests of this file.
+    tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+    let op = Operator::start_with_reauth("reauth-leaks").await;
+    create_org(&op, "acme", "https://login.salesforce.com").await;
+    let link = link_of(&op, "acme").await;
+    let mut browser = Browser::new(&op);
+    let callback = log_in(&mut browser, &op, &link, &admin(&op)).await;
+    let org = op.wait_state("acme", TokenState::Valid, None).await;
+    let code = query(&callback, "code");
+    let signed_state = query(&callback, "state");
+    let key = op.reauth.as_ref().expect("reauth").links.key().clone();
+    let claims: StateClaims = state::verify(
+        &key,
+        Purpose::State,
+        &signed_state,
+        Timestamp::now().as_second(),
+    )
+    .expect("state");
+    let verifier = state::pkce_verifier(&key, &claims.nonce)
+        .expose()
+        .to_owned();
+    let link_token = link.split("?t=").nth(1).unwrap_or_default().to_owned();
+    let data = op.secret_data("acme-token").await;
+    let mut secrets = vec![code, signed_state, verifier, link_token, claims.nonce];
+    secrets.extend(data.get("access_token").cloned());
+    secrets.extend(data.get("refresh_token").cloned());
+
+    let status = serde_json::to_string(&org.status).expect("status json");
+    let events = serde_json::to_string(&op.events_for("acme").await).expect("events json");
+    let logs = String::from_utf8_lossy(&capture.0.lock().expect("logs")).into_owned();
+    assert!(logs.contains("re-authorized"), "the capture works: {logs}");
+    for secret in &secrets {
+        assert!(secret.len() >= 20, "a real value");
+        for (what, text) in [("logs", &logs), ("events", &events), ("status", &status)] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret appeared in the {what}"
+            );
+        }
+    }
+}

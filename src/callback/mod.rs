@@ -21,11 +21,11 @@
 //! annotation on the org, which the reconciler reports in the org's conditions. Codes,
 //! tokens, states and verifiers are never logged.
 
+pub mod key;
 pub mod link;
 pub mod pages;
 pub mod state;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,22 +37,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+pub use key::{DEFAULT_KEY_SECRET, KEY_SECRET_KEY, KeyError, load_or_create_key};
 pub use link::{CALLBACK_PATH, DEFAULT_LINK_LIFETIME, Links, PublicUrlError};
 pub use state::StateKey;
 
-use crate::crd::{AuthFlow, SalesforceOrg};
+use crate::crd::{AuthFlow, SalesforceOrg, TokenState, WebServerAuth};
 use crate::reconcile::FIELD_MANAGER;
 use crate::reconcile::decide::{self, AUTHORIZATION_DENIED, AUTHORIZATION_FAILED, ReauthFailure};
 use crate::reconcile::observe;
 use crate::salesforce::allowlist::HostAllowlist;
 use crate::salesforce::client::{AuthorizeRequest, authorize_url_with};
 use crate::salesforce::{
-    AppCredentials, LostReason, Salesforce, SfError, TokenResponse, TransientReason, classify,
+    AppCredentials, Identity, LostReason, Salesforce, SfError, TokenResponse, TransientReason,
+    classify,
 };
 use crate::secret::SecretString;
 use crate::token_secret::{self, TokenFile};
@@ -66,10 +68,6 @@ pub const REAUTH_ERROR_ANNOTATION: &str = "orgtokens.dev/reauth-error";
 pub const USED_STATES_ANNOTATION: &str = "orgtokens.dev/used-reauth-states";
 /// How long a person has between opening the link and coming back from Salesforce.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
-/// The default name of the Secret holding the signing key.
-pub const DEFAULT_KEY_SECRET: &str = "sforg-operator-state-key";
-/// The key in that Secret.
-pub const KEY_SECRET_KEY: &str = "key";
 /// The authorize request's prompt: a person logs in and approves, every time, so they see
 /// which user and which app they connect.
 const PROMPT: &str = "login consent";
@@ -181,97 +179,6 @@ pub async fn spawn<S: Salesforce>(
         }
     });
     Ok(links)
-}
-
-/// Why the signing key is not available.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// The API server refused or failed.
-    #[error(
-        "cannot read or create the state key Secret {ns}/{name}: {source}; the operator needs get and create on Secrets in that namespace"
-    )]
-    Kube {
-        /// Namespace.
-        ns: String,
-        /// Name.
-        name: String,
-        /// The failure.
-        source: kube::Error,
-    },
-    /// The Secret exists without a usable key.
-    #[error(
-        "Secret {ns}/{name} has no {len}-byte key {KEY_SECRET_KEY:?}: delete it and the operator creates a new one (re-auth links issued so far then stop working)",
-        len = state::KEY_LEN
-    )]
-    Invalid {
-        /// Namespace.
-        ns: String,
-        /// Name.
-        name: String,
-    },
-}
-
-/// Reads the signing key from the Secret `ns/name`, creating it with a random key when
-/// missing. Replicas starting together agree: the first create wins and the others read it.
-pub async fn load_or_create_key(
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> Result<StateKey, KeyError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let kube_err = |source| KeyError::Kube {
-        ns: ns.to_owned(),
-        name: name.to_owned(),
-        source,
-    };
-    let invalid = || KeyError::Invalid {
-        ns: ns.to_owned(),
-        name: name.to_owned(),
-    };
-    loop {
-        if let Some(secret) = api.get_opt(name).await.map_err(kube_err)? {
-            let bytes = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(KEY_SECRET_KEY))
-                .ok_or_else(invalid)?;
-            return StateKey::from_bytes(&bytes.0).map_err(|_| invalid());
-        }
-        let key = StateKey::generate();
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(ns.to_owned()),
-                labels: Some(BTreeMap::from([
-                    (
-                        "app.kubernetes.io/name".to_owned(),
-                        "sforg-operator".to_owned(),
-                    ),
-                    (
-                        "app.kubernetes.io/component".to_owned(),
-                        "state-key".to_owned(),
-                    ),
-                ])),
-                ..Default::default()
-            },
-            type_: Some("Opaque".into()),
-            immutable: Some(true),
-            data: Some(BTreeMap::from([(
-                KEY_SECRET_KEY.to_owned(),
-                k8s_openapi::ByteString(key.as_bytes().to_vec()),
-            )])),
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => {
-                info!(namespace = %ns, name = %name, "created the state signing key");
-                return Ok(key);
-            }
-            // Another replica created it first: read theirs.
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(kube_err(e)),
-        }
-    }
 }
 
 /// Why a re-auth request ends on an error page. The message says what to do.
@@ -451,7 +358,7 @@ async fn org_for(
     ns: &str,
     name: &str,
     uid: &str,
-) -> Result<(SalesforceOrg, crate::crd::WebServerAuth), Refusal> {
+) -> Result<(SalesforceOrg, WebServerAuth), Refusal> {
     let full = format!("{ns}/{name}");
     let api: Api<SalesforceOrg> = Api::namespaced(client.clone(), ns);
     let org = api
@@ -473,10 +380,24 @@ async fn start<S: Salesforce>(
     Path((ns, name)): Path<(String, String)>,
     uri: Uri,
 ) -> Response {
-    let full = format!("{ns}/{name}");
+    let full = format!("{}/{}", shown_name(&ns), shown_name(&name));
     match begin(&app, &ns, &name, &uri).await {
         Ok(response) => response,
         Err(refusal) => refused(refusal, &full),
+    }
+}
+
+/// A name from the request path, shown on a page only when it can be a Kubernetes name.
+fn shown_name(name: &str) -> String {
+    let plausible = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if plausible {
+        name.to_owned()
+    } else {
+        "NAME".to_owned()
     }
 }
 
@@ -490,11 +411,11 @@ async fn begin<S: Salesforce>(
     let token = query_param(uri, "t").unwrap_or_default();
     let claims: LinkClaims =
         state::verify(app.links.key(), Purpose::Link, &token, now).map_err(|e| match e {
-            TokenError::Expired => Refusal::LinkExpired(name.to_owned()),
-            e => Refusal::BadLink(e, name.to_owned()),
+            TokenError::Expired => Refusal::LinkExpired(shown_name(name)),
+            e => Refusal::BadLink(e, shown_name(name)),
         })?;
     if claims.ns != ns || claims.name != name {
-        return Err(Refusal::BadLink(TokenError::BadSignature, name.to_owned()));
+        return Err(Refusal::BadLink(TokenError::BadSignature, shown_name(name)));
     }
     let (org, web) = org_for(&app.client, ns, name, &claims.uid).await?;
     let nonce = state::new_nonce();
@@ -580,12 +501,27 @@ fn with_used_state(used: &[(String, i64)], nonce: &str, exp: i64) -> String {
         .join(",")
 }
 
-async fn finish<S: Salesforce>(
+/// A callback whose state checked out: the org it is for and its token Secret as read.
+struct Checked {
+    claims: StateClaims,
+    org: SalesforceOrg,
+    web: WebServerAuth,
+    secrets: Api<Secret>,
+    current: Option<Secret>,
+    /// The Secret's resourceVersion ("" without one).
+    version: String,
+    /// `namespace/name`, for pages and logs.
+    full: String,
+}
+
+/// Checks the state: signature, expiry, this browser's cookie, the org and its uid, and
+/// that it was not used before.
+async fn check_state<S: Salesforce>(
     app: &CallbackState<S>,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<Page, (Refusal, String)> {
-    let now = Timestamp::now().as_second();
+    now: i64,
+) -> Result<Checked, (Refusal, String)> {
     let unknown = || "-".to_owned();
     let token = query_param(uri, "state").ok_or((Refusal::MissingState, unknown()))?;
     let claims: StateClaims =
@@ -602,9 +538,8 @@ async fn finish<S: Salesforce>(
         .await
         .map_err(fail)?;
     let secrets: Api<Secret> = Api::namespaced(app.client.clone(), &claims.ns);
-    let secret_name = &org.spec.token_secret_ref.name;
     let current = secrets
-        .get_opt(secret_name)
+        .get_opt(&org.spec.token_secret_ref.name)
         .await
         .map_err(|e| fail(e.into()))?;
     if used_states(current.as_ref(), now)
@@ -617,52 +552,63 @@ async fn finish<S: Salesforce>(
         .as_ref()
         .and_then(|s| s.metadata.resource_version.clone())
         .unwrap_or_default();
-    let pinned = org.status.as_ref().and_then(|s| s.org_id.clone());
-    let org_label = pinned.clone().unwrap_or_else(|| "the org".into());
+    Ok(Checked {
+        claims,
+        org,
+        web,
+        secrets,
+        current,
+        version,
+        full,
+    })
+}
 
-    if let Some(error) = query_param(uri, "error") {
-        let description =
-            classify::sanitize(&query_param(uri, "error_description").unwrap_or_default());
-        let failure = callback_failure(&error, &description, version);
-        let message = decide::failure_condition(&failure, &org_label)
-            .map(|(_, m)| m)
-            .unwrap_or_else(|| failure.description.clone());
-        record_failure(&app.client, &org, &failure).await;
-        let refusal = if failure.reason == AUTHORIZATION_DENIED {
-            Refusal::Denied(message)
-        } else {
-            Refusal::SalesforceRefused(message)
-        };
-        return Err(fail(refusal));
+/// The org id the org is pinned to, or a placeholder for messages.
+fn org_label(org: &SalesforceOrg) -> String {
+    org.status
+        .as_ref()
+        .and_then(|s| s.org_id.clone())
+        .unwrap_or_else(|| "the org".into())
+}
+
+/// An error redirect from Salesforce: recorded on the org, explained on the page.
+async fn salesforce_error<S: Salesforce>(
+    app: &CallbackState<S>,
+    c: &Checked,
+    error: &str,
+    uri: &Uri,
+) -> Refusal {
+    let description =
+        classify::sanitize(&query_param(uri, "error_description").unwrap_or_default());
+    let failure = callback_failure(error, &description, c.version.clone());
+    let message = decide::failure_condition(&failure, &org_label(&c.org))
+        .map(|(_, m)| m)
+        .unwrap_or_else(|| failure.description.clone());
+    record_failure(&app.client, &c.org, &failure).await;
+    if failure.reason == AUTHORIZATION_DENIED {
+        Refusal::Denied(message)
+    } else {
+        Refusal::SalesforceRefused(message)
     }
-    let code = query_param(uri, "code")
-        .filter(|c| !c.is_empty())
-        .map(SecretString::new)
-        .ok_or_else(|| fail(Refusal::MissingCode))?;
+}
 
-    let app_creds = observe::web_server_credentials(&secrets, &web)
-        .await
-        .map_err(|e| fail(Refusal::Config(e.to_string())))?
-        .map_err(|m| fail(Refusal::Config(m.message)))?;
-    let login = org.spec.login_url.trim_end_matches('/').to_owned();
-    let verifier = state::pkce_verifier(app.links.key(), &claims.nonce);
+/// Exchanges the code and checks whose tokens they are: only the pinned org's are kept.
+async fn exchange<S: Salesforce>(
+    app: &CallbackState<S>,
+    c: &Checked,
+    creds: &AppCredentials,
+    code: &SecretString,
+) -> Result<(TokenResponse, Identity), Refusal> {
+    let login = c.org.spec.login_url.trim_end_matches('/');
+    let verifier = state::pkce_verifier(app.links.key(), &c.claims.nonce);
+    let callback_url = app.links.callback_url();
     let tokens = match app
         .salesforce
-        .exchange_code(
-            &login,
-            &app_creds,
-            &code,
-            &verifier,
-            &app.links.callback_url(),
-        )
+        .exchange_code(login, creds, code, &verifier, &callback_url)
         .await
     {
         Ok(t) => t,
-        Err(e) => {
-            return Err(fail(
-                exchange_refusal(app, &org, &org_label, e, version).await,
-            ));
-        }
+        Err(e) => return Err(exchange_refusal(app, c, e).await),
     };
     let identity = match app
         .salesforce
@@ -671,56 +617,76 @@ async fn finish<S: Salesforce>(
     {
         Ok(i) => i,
         Err(e) => {
-            discard(app, &login, &tokens).await;
-            return Err(fail(Refusal::Unavailable(e.to_string())));
+            discard(app, login, &tokens).await;
+            return Err(Refusal::Unavailable(e.to_string()));
         }
     };
-    let expected = org.spec.expected_org_id.clone().or(pinned.clone());
-    if let Some(want) = expected
+    let pinned = c.org.status.as_ref().and_then(|s| s.org_id.clone());
+    if let Some(want) = c.org.spec.expected_org_id.clone().or(pinned)
         && !decide::same_org_id(&want, &identity.org_id)
     {
-        discard(app, &login, &tokens).await;
-        let message = format!(
-            "You logged in as {} to org {}, but SalesforceOrg {full} is for org {want}. Nothing was \
-             changed. Log in to the right org: open the re-auth link again and sign in as a user \
-             of org {want}. If this org is intended (a sandbox refreshed from production gets a new \
-             org id), set spec.expectedOrgId of {full} to {} to accept it deliberately, then open \
-             the re-auth link again.",
+        discard(app, login, &tokens).await;
+        let full = &c.full;
+        return Err(Refusal::WrongOrg(format!(
+            "You logged in as {} to org {}, but SalesforceOrg {full} is for org {want}. Nothing \
+             was changed. Log in to the right org: open the re-auth link again and sign in as a \
+             user of org {want}. If this org is intended (a sandbox refreshed from production \
+             gets a new org id), set spec.expectedOrgId of {full} to {} to accept it \
+             deliberately, then open the re-auth link again.",
             identity.username, identity.org_id, identity.org_id
-        );
-        return Err(fail(Refusal::WrongOrg(message)));
+        )));
     }
+    Ok((tokens, identity))
+}
 
-    let superseded = store(
-        app, &org, &claims, current, &secrets, &app_creds, &tokens, now,
-    )
-    .await
-    .map_err(fail)?;
+async fn finish<S: Salesforce>(
+    app: &CallbackState<S>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Page, (Refusal, String)> {
+    let now = Timestamp::now().as_second();
+    let c = check_state(app, headers, uri, now).await?;
+    let fail = |r: Refusal| (r, c.full.clone());
+    if let Some(error) = query_param(uri, "error") {
+        return Err(fail(salesforce_error(app, &c, &error, uri).await));
+    }
+    let code = query_param(uri, "code")
+        .filter(|code| !code.is_empty())
+        .map(SecretString::new)
+        .ok_or_else(|| fail(Refusal::MissingCode))?;
+    let creds = observe::web_server_credentials(&c.secrets, &c.web)
+        .await
+        .map_err(|e| fail(Refusal::Config(e.to_string())))?
+        .map_err(|m| fail(Refusal::Config(m.message)))?;
+    let (tokens, identity) = exchange(app, &c, &creds, &code).await.map_err(fail)?;
+    let superseded = store(app, &c, &creds, &tokens, now).await.map_err(fail)?;
+    let full = &c.full;
     info!(org = %full, org_id = %identity.org_id, username = %identity.username, "re-authorized: new tokens stored");
-    if org.annotations().contains_key(REAUTH_ERROR_ANNOTATION) {
-        clear_failure(&app.client, &org).await;
+    if c.org.annotations().contains_key(REAUTH_ERROR_ANNOTATION) {
+        clear_failure(&app.client, &c.org).await;
     }
     if app.revoke_superseded
         && let Some(old) = superseded
         && tokens.refresh_token.as_ref() != Some(&old)
     {
-        match app.salesforce.revoke(&login, &old).await {
+        let login = c.org.spec.login_url.trim_end_matches('/');
+        match app.salesforce.revoke(login, &old).await {
             Ok(()) => info!(org = %full, "revoked the superseded refresh token"),
             Err(e) => {
                 warn!(org = %full, error = %e, "could not revoke the superseded refresh token")
             }
         }
     }
-    let page = Page {
+    Ok(Page {
         status: StatusCode::OK,
         outcome: "token-valid",
         title: "Token valid".into(),
         message: format!(
-            "Token valid for {} as {}. SalesforceOrg {full} is being checked now and its backups resume once it is Valid; you can close this page.",
+            "Token valid for {} as {}. SalesforceOrg {full} is being checked now and its backups \
+             resume once it is Valid; you can close this page.",
             identity.org_id, identity.username
         ),
-    };
-    Ok(page)
+    })
 }
 
 /// The failure to record for an error redirect from Salesforce.
@@ -750,10 +716,8 @@ fn callback_failure(error: &str, description: &str, tokens: String) -> ReauthFai
 /// What a failed code exchange tells the person, recording causes an admin must fix.
 async fn exchange_refusal<S: Salesforce>(
     app: &CallbackState<S>,
-    org: &SalesforceOrg,
-    org_label: &str,
+    c: &Checked,
     error: SfError,
-    tokens: String,
 ) -> Refusal {
     match error {
         SfError::AuthorizationLost {
@@ -767,10 +731,10 @@ async fn exchange_refusal<S: Salesforce>(
             let failure = ReauthFailure {
                 reason: decide::lost_reason_name(reason).to_owned(),
                 description,
-                tokens,
+                tokens: c.version.clone(),
             };
-            record_failure(&app.client, org, &failure).await;
-            let message = decide::failure_condition(&failure, org_label)
+            record_failure(&app.client, &c.org, &failure).await;
+            let message = decide::failure_condition(&failure, &org_label(&c.org))
                 .map(|(_, m)| m)
                 .unwrap_or_default();
             Refusal::SalesforceRefused(message)
@@ -799,23 +763,20 @@ async fn discard<S: Salesforce>(app: &CallbackState<S>, login: &str, tokens: &To
 
 /// Writes the tokens and marks the state used, in one write under the Secret's
 /// resourceVersion. Returns the refresh token the new tokens replace.
-#[allow(clippy::too_many_arguments)]
 async fn store<S: Salesforce>(
     app: &CallbackState<S>,
-    org: &SalesforceOrg,
-    claims: &StateClaims,
-    mut current: Option<Secret>,
-    secrets: &Api<Secret>,
+    c: &Checked,
     creds: &AppCredentials,
     tokens: &TokenResponse,
     now: i64,
 ) -> Result<Option<SecretString>, Refusal> {
-    let login = org.spec.login_url.trim_end_matches('/');
+    let login = c.org.spec.login_url.trim_end_matches('/');
+    let mut current = c.current.clone();
     for _ in 0..3 {
         let used = used_states(current.as_ref(), now);
-        if used.iter().any(|(n, _)| *n == claims.nonce) {
+        if used.iter().any(|(n, _)| *n == c.claims.nonce) {
             discard(app, login, tokens).await;
-            return Err(Refusal::Replayed(claims.name.clone()));
+            return Err(Refusal::Replayed(c.claims.name.clone()));
         }
         let superseded = match token_secret::read(current.as_ref()) {
             TokenFile::Present(t) => t.refresh_token,
@@ -827,15 +788,17 @@ async fn store<S: Salesforce>(
             &creds.client_id,
             creds.client_secret.as_ref(),
         );
-        let mut secret = token_secret::prepared(org, &claims.ns, current.as_ref(), data);
+        let mut secret = token_secret::prepared(&c.org, &c.claims.ns, current.as_ref(), data);
         secret.annotations_mut().insert(
             USED_STATES_ANNOTATION.to_owned(),
-            with_used_state(&used, &claims.nonce, claims.exp),
+            with_used_state(&used, &c.claims.nonce, c.claims.exp),
         );
-        match token_secret::save(secrets, &secret).await {
+        match token_secret::save(&c.secrets, &secret).await {
             Ok(_) => return Ok(superseded),
+            // Someone wrote first (a refresh, or another replica with this very state): look
+            // again.
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                current = secrets.get_opt(&org.spec.token_secret_ref.name).await?;
+                current = c.secrets.get_opt(&c.org.spec.token_secret_ref.name).await?;
             }
             Err(e) => {
                 discard(app, login, tokens).await;
@@ -849,7 +812,12 @@ async fn store<S: Salesforce>(
     ))
 }
 
+/// Records a failure for the reconciler to report, unless the org is Valid (a deliberate
+/// re-login that failed changes nothing about it).
 async fn record_failure(client: &Client, org: &SalesforceOrg, failure: &ReauthFailure) {
+    if org.status.as_ref().and_then(|s| s.state) == Some(TokenState::Valid) {
+        return;
+    }
     let value = serde_json::to_string(failure).unwrap_or_default();
     patch_annotation(client, org, serde_json::Value::String(value)).await;
 }

@@ -127,6 +127,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the failure only means the object in the cache was older than the API server's
+    /// (a JSON-patch `test` of the finalizer list failing, or a 409 conflict).
+    pub fn is_stale_read(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        let api_code =
+            |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422);
+        match self {
+            Error::Finalizer(f) => match f.as_ref() {
+                F::AddFinalizer(e) | F::RemoveFinalizer(e) => api_code(e),
+                _ => false,
+            },
+            Error::Kube(e) => matches!(e, kube::Error::Api(s) if s.code == 409),
+            _ => false,
+        }
+    }
+
     /// A stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -59,31 +59,29 @@ The least the operator needs in a namespace it reconciles (a Role there, or a Cl
 every namespace). Each rule names the code that needs it.
 */}}
 {{- define "sforg-operator.rules" -}}
-# The controller lists and watches SalesforceOrgs; the finalizer is added and removed with a
-# patch; the re-auth callback reads one org.
+# SalesforceOrgs: the controller lists and watches them and adds and removes its finalizer
+# with a patch; the re-auth callback reads one org and records its outcome with a patch.
 - apiGroups: [orgtokens.dev]
   resources: [salesforceorgs]
-  verbs: [get, list, watch, patch, update]
-# Status is written with a merge patch.
+  verbs: [get, list, watch, patch]
+# Status is written with a merge patch (never read back through the subresource).
 - apiGroups: [orgtokens.dev]
   resources: [salesforceorgs/status]
-  verbs: [get, patch, update]
-# Token Secrets carry an owner reference to their org (blockOwnerDeletion needs this where
-# the OwnerReferencesPermissionEnforcement admission plugin is on).
-- apiGroups: [orgtokens.dev]
-  resources: [salesforceorgs/finalizers]
-  verbs: [update]
-# Secrets: credentials are read by name; token Secrets are created and replaced with a
-# resourceVersion precondition, and watched by label (RBAC cannot narrow by label, so list and
-# watch cover the namespace's Secrets; the operator's cache holds only the labelled ones).
+  verbs: [patch]
+# Secrets: credentials and token Secrets are read by name; token Secrets are created (owned
+# by their org, without blockOwnerDeletion, so no finalizers permission is needed even with
+# OwnerReferencesPermissionEnforcement) and replaced with a resourceVersion precondition;
+# the controller watches token Secrets by label. RBAC cannot narrow by label, so list and
+# watch cover every Secret of the namespace; the operator's cache holds only labelled ones.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, create, update, patch]
-# Dependent CronJobs are listed and patched (spec.suspend and one annotation); never watched.
+  verbs: [get, list, watch, create, update]
+# Dependent CronJobs are listed and patched (spec.suspend and one annotation); never
+# watched: while an org holds CronJobs it lists them again every 15 seconds.
 - apiGroups: [batch]
   resources: [cronjobs]
-  verbs: [get, list, patch]
-# Events on state changes and on CronJobs suspended or resumed.
+  verbs: [list, patch]
+# Events on state changes and on CronJobs suspended or resumed (a repeated Event is patched).
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
