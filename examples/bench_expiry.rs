@@ -225,9 +225,7 @@ async fn run_case(
     let fmt = |d: &BTreeMap<String, f64>, drop: &[&str]| {
         d.iter()
             .filter(|(k, _)| {
-                !drop.contains(&k.as_str())
-                    && !k.contains("events")
-                    && !k.contains("leases")
+                !drop.contains(&k.as_str()) && !k.contains("events") && !k.contains("leases")
             })
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()

@@ -19,10 +19,16 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   fi
 fi
 
-# ring compiles a little C and assembly; for musl the cc crate wants musl-gcc (Debian's
-# musl-tools), and falls back to the system gcc, which also works for x86_64.
-if command -v musl-gcc >/dev/null; then
-  export CC_x86_64_unknown_linux_musl=musl-gcc
+# ring compiles a little C and assembly, and the cc crate looks for x86_64-linux-musl-gcc.
+# Use musl-gcc (Debian's musl-tools, as the Dockerfile does) when present; else the system
+# gcc, which compiles ring's self-contained C for x86_64 musl just as well.
+if [ -z "${CC_x86_64_unknown_linux_musl:-}" ]; then
+  if command -v musl-gcc >/dev/null; then
+    export CC_x86_64_unknown_linux_musl=musl-gcc
+  elif command -v gcc >/dev/null; then
+    echo "note: musl-gcc not found (apt-get install musl-tools); compiling ring's C with gcc" >&2
+    export CC_x86_64_unknown_linux_musl=gcc
+  fi
 fi
 
 start=$(date +%s)

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -25,6 +26,10 @@ use crate::reconcile::{self, Context, Settings};
 use crate::salesforce::Salesforce;
 use crate::telemetry::Health;
 use crate::token_secret::{MANAGED_BY, MANAGED_BY_LABEL, ORG_LABEL};
+
+/// Orgs reconciled at the same time. Each reconcile makes a few API calls and at most one
+/// Salesforce call, so this bounds both.
+pub const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// Where the controller looks.
 #[derive(Clone, Debug, Default)]
@@ -101,16 +106,32 @@ pub async fn run_with<S: Salesforce>(
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), salesforce, settings, recorder));
     let orgs: Api<SalesforceOrg> = api(&client, &scope);
-    let secrets: Api<Secret> = api(&client, &scope);
+    let secrets: Api<PartialObjectMeta<Secret>> = api(&client, &scope);
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let controller = Controller::new(orgs, watcher::Config::default())
-        .watches(secrets, managed, |secret: Secret| {
+    // The org cache drops managedFields (nothing reads them; they are most of an object's
+    // size), and Secrets are watched as metadata only: their events just trigger a reconcile,
+    // which reads the one Secret it needs.
+    let (store, writer) = reflector::store();
+    let org_events = watcher(orgs, watcher::Config::default())
+        .default_backoff()
+        .modify(|org| org.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    let secret_events = watcher(secrets, managed)
+        .default_backoff()
+        .touched_objects();
+    // Bounded concurrency: a cold start with thousands of orgs must not flood the API server
+    // (and starve the leader lease renewals) with thousands of requests at once.
+    let controller = Controller::for_stream(org_events, store.clone())
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        )
+        .watches_stream(secret_events, |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace()?;
             let org = secret.labels().get(ORG_LABEL)?.clone();
             Some(ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
         })
         .graceful_shutdown_on(shutdown);
-    let store = controller.store();
     let _unsync = Unsync(hooks.health.clone());
     let _per_org = hooks.metrics.as_ref().map(|metrics| {
         let ctx = ctx.clone();

@@ -278,7 +278,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 format!("{instance}_{}", std::process::id()),
             )
         };
-        let elector = Elector::new(client.clone(), config)
+        // The lease gets its own client (its own connections), so a busy controller can never
+        // delay a renewal long enough to lose leadership.
+        let lease_client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach the Kubernetes API for the leader lease: {e}"))?;
+        let elector = Elector::new(lease_client, config)
             .map_err(|e| e.to_string())?
             .with_metrics(metrics.clone())
             .with_health(health.clone());

@@ -581,10 +581,8 @@ async fn helm_installs_upgrades_and_uninstalls_a_release() {
     };
     // helm checks the real server's version against the chart's kubeVersion here.
     let notes = helm(&["install", &release, &chart, "-f", values]);
-    assert!(
-        notes.contains("https://sforg.example.com/oauth/callback"),
-        "{notes}"
-    );
+    let callback_url = format!("https://sforg.example.com{}", callback::CALLBACK_PATH);
+    assert!(notes.contains(&callback_url), "{notes}");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &release_ns);
     let name = format!("{release}-sforg-operator");
     assert_eq!(
