@@ -5,15 +5,17 @@
 # The apiserver also enforces OwnerReferencesPermissionEnforcement (on in OpenShift), so tests
 # that run the operator under the chart's RBAC prove its owner references are allowed there.
 #
-#   scripts/control-plane.sh start DIR   build (cached) and start; writes DIR/kubeconfig, DIR/env
-#   scripts/control-plane.sh stop DIR    stop everything started in DIR
+#   scripts/control-plane.sh start DIR                  build (cached) and start; writes DIR/kubeconfig, DIR/env
+#   scripts/control-plane.sh stop DIR                   stop everything started in DIR
+#   scripts/control-plane.sh stop-component DIR NAME    stop etcd or kube-apiserver (fault tests)
+#   scripts/control-plane.sh start-component DIR NAME   start it again: same ports, flags and data
 #
 # DIR/env holds KUBECONFIG, the binaries' directory and the ports, for `source`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -75,6 +77,54 @@ EOF
   chmod 600 "$d/kubeconfig"
 }
 
+# The command line of each component lives here, so a restart runs exactly what start ran.
+# Reads the ports and the binaries' directory from DIR/components (written by start).
+launch() { # dir name
+  local d=$1 name=$2 bin etcd_port etcd_peer api_port
+  # shellcheck disable=SC1091
+  source "$d/components"
+  case $name in
+    etcd)
+      "$bin/etcd" --name=sforg-test --data-dir="$d/etcd" \
+        --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
+        --initial-cluster="sforg-test=http://127.0.0.1:$etcd_peer" \
+        --unsafe-no-fsync=true --quota-backend-bytes=4294967296 --log-level=warn \
+        >>"$d/etcd.log" 2>&1 &
+      echo "$! etcd" >>"$d/pids"
+      wait_for "http://127.0.0.1:$etcd_port/health" 60 etcd || { tail -20 "$d/etcd.log" >&2; return 1; }
+      ;;
+    kube-apiserver)
+      "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
+        --bind-address=127.0.0.1 --secure-port="$api_port" --cert-dir="$d/pki" \
+        --tls-cert-file="$d/pki/apiserver.crt" --tls-private-key-file="$d/pki/apiserver.key" \
+        --client-ca-file="$d/pki/ca.crt" --authorization-mode=RBAC \
+        --service-cluster-ip-range=10.0.0.0/24 --disable-admission-plugins=ServiceAccount \
+        --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
+        --service-account-issuer="https://127.0.0.1:$api_port/" \
+        --service-account-key-file="$d/pki/sa.pub" --service-account-signing-key-file="$d/pki/sa.key" \
+        --api-audiences="https://127.0.0.1:$api_port/" \
+        >>"$d/apiserver.log" 2>&1 &
+      echo "$! kube-apiserver" >>"$d/pids"
+      wait_for "https://127.0.0.1:$api_port/readyz" 120 kube-apiserver \
+        --cacert "$d/pki/ca.crt" --cert "$d/pki/admin.crt" --key "$d/pki/admin.key" \
+        || { tail -30 "$d/apiserver.log" >&2; return 1; }
+      ;;
+    kube-controller-manager)
+      "$bin/kube-controller-manager" --kubeconfig="$d/kubeconfig" \
+        --authentication-kubeconfig="$d/kubeconfig" --authorization-kubeconfig="$d/kubeconfig" \
+        --leader-elect=false --controllers=garbage-collector-controller,namespace-controller \
+        --secure-port=0 --use-service-account-credentials=false \
+        >>"$d/controller-manager.log" 2>&1 &
+      echo "$! kube-controller-manager" >>"$d/pids"
+      ;;
+    *)
+      echo "error: unknown component $name (etcd, kube-apiserver or kube-controller-manager)" >&2
+      return 2
+      ;;
+  esac
+}
+
 start() {
   local d=$1
   mkdir -p "$d"
@@ -93,38 +143,12 @@ start() {
   etcd_port=$(free_port)
   etcd_peer=$(free_port)
   api_port=$(free_port)
-
-  "$bin/etcd" --name=sforg-test --data-dir="$d/etcd" \
-    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
-    --initial-cluster="sforg-test=http://127.0.0.1:$etcd_peer" \
-    --unsafe-no-fsync=true --quota-backend-bytes=4294967296 --log-level=warn \
-    >"$d/etcd.log" 2>&1 &
-  echo "$! etcd" >>"$d/pids"
-  wait_for "http://127.0.0.1:$etcd_port/health" 60 etcd || { tail -20 "$d/etcd.log" >&2; stop "$d"; exit 1; }
-
-  "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --secure-port="$api_port" --cert-dir="$d/pki" \
-    --tls-cert-file="$d/pki/apiserver.crt" --tls-private-key-file="$d/pki/apiserver.key" \
-    --client-ca-file="$d/pki/ca.crt" --authorization-mode=RBAC \
-    --service-cluster-ip-range=10.0.0.0/24 --disable-admission-plugins=ServiceAccount \
-    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
-    --service-account-issuer="https://127.0.0.1:$api_port/" \
-    --service-account-key-file="$d/pki/sa.pub" --service-account-signing-key-file="$d/pki/sa.key" \
-    --api-audiences="https://127.0.0.1:$api_port/" \
-    >"$d/apiserver.log" 2>&1 &
-  echo "$! kube-apiserver" >>"$d/pids"
+  printf 'bin=%q\netcd_port=%s\netcd_peer=%s\napi_port=%s\n' \
+    "$bin" "$etcd_port" "$etcd_peer" "$api_port" >"$d/components"
   write_kubeconfig "$d" "$api_port"
-  wait_for "https://127.0.0.1:$api_port/readyz" 120 kube-apiserver \
-    --cacert "$d/pki/ca.crt" --cert "$d/pki/admin.crt" --key "$d/pki/admin.key" \
-    || { tail -30 "$d/apiserver.log" >&2; stop "$d"; exit 1; }
-
-  "$bin/kube-controller-manager" --kubeconfig="$d/kubeconfig" \
-    --authentication-kubeconfig="$d/kubeconfig" --authorization-kubeconfig="$d/kubeconfig" \
-    --leader-elect=false --controllers=garbage-collector-controller,namespace-controller \
-    --secure-port=0 --use-service-account-credentials=false \
-    >"$d/controller-manager.log" 2>&1 &
-  echo "$! kube-controller-manager" >>"$d/pids"
+  for name in etcd kube-apiserver kube-controller-manager; do
+    launch "$d" "$name" || { stop "$d"; exit 1; }
+  done
 
   cat >"$d/env" <<EOF
 export KUBECONFIG=$d/kubeconfig
@@ -139,23 +163,62 @@ EOF
   echo "control plane ready in ${took}s: https://127.0.0.1:$api_port (kubeconfig $d/kubeconfig)" >&2
 }
 
+# Stops one process and waits for it: SIGTERM, then SIGKILL after five seconds.
+terminate() { # pid
+  local pid=$1
+  if kill "$pid" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+}
+
 stop() {
   local d=$1
   [ -f "$d/pids" ] || return 0
-  # Reverse order: controller-manager, apiserver, then etcd.
-  tac "$d/pids" | while read -r pid name; do
-    if kill "$pid" 2>/dev/null; then
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    : "$name"
+  # Reverse order: controller-manager, apiserver, then etcd (by name: a restarted component
+  # is listed after the others).
+  local name pid
+  for name in kube-controller-manager kube-apiserver etcd; do
+    for pid in $(awk -v n="$name" '$2 == n {print $1}' "$d/pids"); do terminate "$pid"; done
   done
   rm -f "$d/pids"
 }
 
-[ $# -eq 2 ] || usage
-case $1 in
-  start) start "$2" ;;
-  stop) stop "$2" ;;
+# Fault tests stop and restart single components of their own control plane.
+check_component() { # dir name
+  [ -f "$1/components" ] || { echo "error: $1 holds no control plane started by $0" >&2; exit 1; }
+  case $2 in
+    etcd | kube-apiserver | kube-controller-manager) ;;
+    *) echo "error: unknown component $2 (etcd, kube-apiserver or kube-controller-manager)" >&2; exit 2 ;;
+  esac
+}
+
+stop_component() { # dir name
+  local d=$1 name=$2 pid
+  check_component "$d" "$name"
+  pid=$(awk -v n="$name" '$2 == n {print $1}' "$d/pids" 2>/dev/null | tail -1)
+  if [ -z "$pid" ]; then
+    echo "error: $name is not running in $d (already stopped?)" >&2
+    exit 1
+  fi
+  terminate "$pid"
+  awk -v n="$name" '$2 != n' "$d/pids" >"$d/pids.tmp" && mv "$d/pids.tmp" "$d/pids"
+}
+
+start_component() { # dir name
+  local d=$1 name=$2
+  check_component "$d" "$name"
+  if awk -v n="$name" '$2 == n {found=1} END {exit !found}' "$d/pids" 2>/dev/null; then
+    echo "error: $name is already running in $d; stop it first: $0 stop-component $d $name" >&2
+    exit 1
+  fi
+  launch "$d" "$name" || exit 1
+}
+
+case ${1:-} in
+  start) [ $# -eq 2 ] || usage; start "$2" ;;
+  stop) [ $# -eq 2 ] || usage; stop "$2" ;;
+  stop-component) [ $# -eq 3 ] || usage; stop_component "$2" "$3" ;;
+  start-component) [ $# -eq 3 ] || usage; start_component "$2" "$3" ;;
   *) usage ;;
 esac

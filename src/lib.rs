@@ -7,10 +7,12 @@
 
 pub mod callback;
 pub mod cli;
+pub mod clock;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod dependents;
+pub mod events;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;

@@ -241,6 +241,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         keepalive: args.refresh_keepalive,
         allowlist,
         reauth,
+        ..Settings::default()
     };
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))

@@ -12,6 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::conditions::{self, Desired, Status};
 use crate::crd::{ReauthLink, SalesforceOrgStatus, TokenState};
 use crate::salesforce::{Identity, LostReason, SfError, TransientReason};
+use crate::secret::SecretString;
 use crate::token_secret::TokenFile;
 
 /// The flow of an org, without its settings.
@@ -92,6 +93,9 @@ pub enum Plan {
     Check(CheckKind),
     /// Nothing changed and no check is due for this long.
     Wait(Duration),
+    /// Renewed tokens wait in memory because the token Secret refused them: this is what the
+    /// org is, Salesforce is not asked, and the write is tried again after this long.
+    Held(Verdict, Duration),
 }
 
 /// Which Salesforce conversation a check is.
@@ -274,6 +278,16 @@ pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
             reason: TransientReason::ConcurrentRefresh,
             ..
         }) => Verdict::RetrySoon,
+        Err(SfError::Transient {
+            reason: TransientReason::ClockSkew,
+            detail,
+        }) => Verdict::Unavailable {
+            reason: CLOCK_SKEW,
+            message: format!(
+                "{detail}. Fix the time synchronization (NTP) of the node the operator runs on; \
+                 the authorization is not lost and dependent CronJobs are not paused for this."
+            ),
+        },
         Err(SfError::Transient { reason, detail }) => Verdict::Unavailable {
             reason: if *reason == TransientReason::RateLimited {
                 "RateLimited"
@@ -300,6 +314,63 @@ pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
                  the Secret named by spec.auth.jwtBearer.privateKeyRef."
             ),
         }),
+    }
+}
+
+/// The reason while renewed tokens wait in memory because the token Secret refused them.
+pub const TOKEN_NOT_PERSISTED: &str = "TokenNotPersisted";
+/// The reason when Salesforce refuses a JWT assertion as expired because of the node's clock.
+pub const CLOCK_SKEW: &str = "ClockSkew";
+
+/// What an org is while renewed tokens wait in memory: not known to work from the Secret
+/// (backups reading it may fail), not lost, nothing paused. `error` says why the write failed.
+pub fn not_persisted(error: &str) -> Verdict {
+    Verdict::Unavailable {
+        reason: TOKEN_NOT_PERSISTED,
+        message: format!(
+            "Salesforce issued new tokens but the token Secret could not be written ({error}). \
+             The operator keeps them in memory and writes them before it talks to Salesforce \
+             again. Let the operator update the Secret (check admission policies, RBAC and \
+             immutable: true; an immutable Secret can be deleted, the operator then writes a new \
+             one). Do not restart the operator meanwhile: with refresh token rotation the new \
+             refresh token exists only in its memory."
+        ),
+    }
+}
+
+/// What to do with tokens held in memory because the token Secret refused them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldPlan {
+    /// Write them: the Secret still holds what they replace, is gone, or is unreadable.
+    Write,
+    /// The Secret already holds them (a write that looked failed went through).
+    AlreadyStored,
+    /// Someone stored other tokens since (a person logged in again): ours are dropped unused.
+    Superseded,
+}
+
+/// Decides what to do with held tokens (`held_refresh` / `held_access`, replacing
+/// `replaced`, the refresh token that was in the Secret; `None` for headless flows) given what
+/// the Secret holds now.
+pub fn held_plan(
+    stored: &TokenFile,
+    replaced: Option<&SecretString>,
+    held_refresh: Option<&SecretString>,
+    held_access: &SecretString,
+) -> HeldPlan {
+    let TokenFile::Present(t) = stored else {
+        return HeldPlan::Write;
+    };
+    let ours = match held_refresh {
+        Some(rt) => t.refresh_token.as_ref() == Some(rt),
+        None => t.access_token.as_ref() == Some(held_access),
+    };
+    if ours {
+        HeldPlan::AlreadyStored
+    } else if replaced.is_some() && t.refresh_token.as_ref() != replaced {
+        HeldPlan::Superseded
+    } else {
+        HeldPlan::Write
     }
 }
 
@@ -1437,5 +1508,169 @@ mod tests {
         awaiting_with_link(&mut s, Some(1), now());
         assert!(ready(&s).2.contains("status.reauth.url"));
         assert_eq!(ready(&s).1, AWAITING_AUTHORIZATION);
+    }
+
+    #[test]
+    fn held_tokens_plan_table() {
+        let secret = |access: &str, refresh: Option<&str>| {
+            TokenFile::Present(StoredTokens {
+                access_token: Some(SecretString::new(access)),
+                refresh_token: refresh.map(SecretString::new),
+                instance_url: Some("https://acme.my.salesforce.com".into()),
+                issued_at_ms: None,
+            })
+        };
+        let s = SecretString::new;
+        let (old_rt, new_rt, new_at) = (s("rt-1"), s("rt-2"), s("at-2"));
+        // (what, Secret now, replaced, held refresh, plan)
+        let cases: Vec<(
+            &str,
+            TokenFile,
+            Option<&SecretString>,
+            Option<&SecretString>,
+            HeldPlan,
+        )> = vec![
+            (
+                "still the old tokens",
+                secret("at-1", Some("rt-1")),
+                Some(&old_rt),
+                Some(&new_rt),
+                HeldPlan::Write,
+            ),
+            (
+                "ours went through",
+                secret("at-2", Some("rt-2")),
+                Some(&old_rt),
+                Some(&new_rt),
+                HeldPlan::AlreadyStored,
+            ),
+            (
+                "a person logged in again",
+                secret("at-9", Some("rt-9")),
+                Some(&old_rt),
+                Some(&new_rt),
+                HeldPlan::Superseded,
+            ),
+            (
+                "Secret deleted: written anew",
+                TokenFile::Missing,
+                Some(&old_rt),
+                Some(&new_rt),
+                HeldPlan::Write,
+            ),
+            (
+                "Secret garbled: overwritten",
+                TokenFile::Malformed("x".into()),
+                Some(&old_rt),
+                Some(&new_rt),
+                HeldPlan::Write,
+            ),
+            (
+                "no rotation, old tokens",
+                secret("at-1", Some("rt-1")),
+                Some(&old_rt),
+                None,
+                HeldPlan::Write,
+            ),
+            (
+                "no rotation, ours went through",
+                secret("at-2", Some("rt-1")),
+                Some(&old_rt),
+                None,
+                HeldPlan::AlreadyStored,
+            ),
+            (
+                "headless",
+                secret("at-1", None),
+                None,
+                None,
+                HeldPlan::Write,
+            ),
+            (
+                "headless, ours went through",
+                secret("at-2", None),
+                None,
+                None,
+                HeldPlan::AlreadyStored,
+            ),
+        ];
+        for (what, stored, replaced, held_refresh, want) in cases {
+            assert_eq!(
+                held_plan(&stored, replaced, held_refresh, &new_at),
+                want,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn unpersisted_tokens_are_unknown_never_expired() {
+        let valid = desired_status(
+            &SalesforceOrgStatus::default(),
+            &Verdict::Valid {
+                identity: identity("00D000000000001AAA"),
+                instance_url: None,
+                renewed: false,
+            },
+            Some(1),
+            now(),
+        );
+        let v = not_persisted("HTTP 403 Forbidden: denied by policy");
+        assert_eq!(requeue_after(&v, 1, 15 * MIN), backoff(1));
+        let s = desired_status(&valid, &v, Some(1), now());
+        assert_eq!(s.state, Some(TokenState::Unknown));
+        let c = conditions::get(&s.conditions, conditions::TOKEN_VALID).expect("TokenValid");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", TOKEN_NOT_PERSISTED)
+        );
+        assert!(c.message.contains("denied by policy"), "{}", c.message);
+        assert!(c.message.contains("restart"), "{}", c.message);
+        let expired =
+            conditions::get(&s.conditions, conditions::TOKEN_EXPIRED).expect("TokenExpired");
+        assert_ne!(expired.status, "True");
+        assert_eq!(s.org_id, valid.org_id, "what was known stays");
+    }
+
+    #[test]
+    fn a_skewed_clock_expires_nothing() {
+        let status = SalesforceOrgStatus::default();
+        let o = observed(FlowKind::JwtBearer, &TokenFile::Missing, &status, None);
+        let skew = CheckResult {
+            outcome: transient(TransientReason::ClockSkew),
+            renewed: false,
+            instance_url: None,
+        };
+        let Verdict::Unavailable { reason, message } = verdict(&o, &skew) else {
+            panic!("a clock problem is not a lost authorization");
+        };
+        assert_eq!(reason, CLOCK_SKEW);
+        assert!(message.contains("NTP"), "{message}");
+        // A clock set back after a check (memo in the future) waits, it does not underflow.
+        let ahead = Memo {
+            at: now() + SignedDuration::from_mins(10),
+            fingerprint: Fingerprint::default(),
+            failures: 2,
+            verdict: None,
+        };
+        let fresh = tokens(true, true, MIN);
+        let o = observed(FlowKind::WebServer, &fresh, &status, Some(&ahead));
+        assert_eq!(plan(&o, now()), Plan::Wait(backoff(2)));
+        // Tokens issued "in the future" by a clock behind Salesforce's are not stale.
+        let future = TokenFile::Present(StoredTokens {
+            access_token: Some(SecretString::new("at")),
+            refresh_token: Some(SecretString::new("rt")),
+            instance_url: Some("https://acme.my.salesforce.com".into()),
+            issued_at_ms: Some(now().as_millisecond() + 600_000),
+        });
+        let o = observed(FlowKind::WebServer, &future, &status, None);
+        assert_eq!(plan(&o, now()), check_validate(false));
+        // A link that expired long ago is due now, without underflow.
+        let gone = link(-24 * 60);
+        assert_eq!(link_renew_in(&gone, now()), Duration::ZERO);
+    }
+
+    fn check_validate(renew_first: bool) -> Plan {
+        Plan::Check(CheckKind::Validate { renew_first })
     }
 }

@@ -14,15 +14,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::events::Recorder;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::clock::Clock;
 use crate::crd::{SalesforceOrg, SalesforceOrgStatus, TokenState};
 use crate::dependents::{self, Mode, Synced};
 use crate::salesforce::Salesforce;
@@ -44,6 +46,8 @@ pub struct Settings {
     pub allowlist: HostAllowlist,
     /// Re-auth links for status, when the operator has a public URL for its callback server.
     pub reauth: Option<crate::callback::Links>,
+    /// The clock decisions are made with (the system clock; shifted only to rehearse skew).
+    pub clock: Clock,
 }
 
 impl Default for Settings {
@@ -52,6 +56,7 @@ impl Default for Settings {
             keepalive: Duration::from_secs(24 * 3600),
             allowlist: HostAllowlist::default(),
             reauth: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -71,6 +76,9 @@ pub struct Context<S> {
     memos: Mutex<HashMap<String, Memo>>,
     /// Re-assertions of holds against other writers, for their backoff.
     pub dependents: dependents::Tracker,
+    /// Tokens Salesforce issued that the token Secret refused, by org uid (see
+    /// [`check::Unpersisted`]).
+    unpersisted: Mutex<HashMap<String, check::Unpersisted>>,
 }
 
 impl<S: Salesforce> Context<S> {
@@ -83,6 +91,7 @@ impl<S: Salesforce> Context<S> {
             recorder,
             memos: Mutex::default(),
             dependents: dependents::Tracker::default(),
+            unpersisted: Mutex::default(),
         }
     }
 
@@ -101,6 +110,46 @@ impl<S: Salesforce> Context<S> {
         if let Ok(mut memos) = self.memos.lock() {
             memos.remove(uid);
         }
+        self.release_held(uid);
+    }
+
+    fn held(&self, uid: &str) -> Option<check::Unpersisted> {
+        self.unpersisted.lock().ok()?.get(uid).cloned()
+    }
+
+    fn hold(&self, uid: &str, tokens: check::Unpersisted) {
+        if let Ok(mut held) = self.unpersisted.lock() {
+            held.insert(uid.to_owned(), tokens);
+        }
+    }
+
+    fn release_held(&self, uid: &str) {
+        if let Ok(mut held) = self.unpersisted.lock() {
+            held.remove(uid);
+        }
+    }
+
+    /// Records another failed write of held tokens; returns how many writes have failed.
+    fn held_write_failed(&self, uid: &str, error: &str) -> u32 {
+        let Ok(mut held) = self.unpersisted.lock() else {
+            return 1;
+        };
+        match held.get_mut(uid) {
+            Some(tokens) => {
+                tokens.attempts = tokens.attempts.saturating_add(1);
+                tokens.error = error.to_owned();
+                tokens.attempts
+            }
+            None => 1,
+        }
+    }
+
+    /// Orgs (by uid) whose renewed tokens wait in memory for the token Secret to accept them.
+    pub fn unpersisted_orgs(&self) -> Vec<String> {
+        self.unpersisted
+            .lock()
+            .map(|held| held.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// When this process last checked each org against Salesforce, by uid (for metrics).
@@ -160,6 +209,10 @@ pub const FINALIZER: &str = "orgtokens.dev/release-cronjobs";
 /// into the selector is paused soon without watching every CronJob of the cluster.
 const HOLDING_RECHECK: Duration = Duration::from_secs(15);
 
+/// The longest wait between writes of tokens held in memory: they are the only copy, and a
+/// write is cheap.
+const HELD_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Reconciles one org (with its deletion through the finalizer).
 pub async fn reconcile<S: Salesforce>(
     org: Arc<SalesforceOrg>,
@@ -198,9 +251,34 @@ async fn apply<S: Salesforce>(
     let ns = org.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let uid = org.uid().ok_or(Error::MissingMetadata("uid"))?;
     let name = org.name_any();
-    let now = Timestamp::now();
+    let now = ctx.settings.clock.now();
 
-    let seen = observe::observe(&ctx, &org, &ns).await?;
+    let mut seen = observe::observe(&ctx, &org, &ns).await?;
+    // Tokens Salesforce issued earlier that the Secret refused go in first: with rotation they
+    // hold the only working refresh token, and a refresh with the one in the Secret would be
+    // a reuse that revokes the grant. Nothing talks to Salesforce while they wait.
+    let mut persisted_late = false;
+    let mut still_held = None;
+    if let Some(held) = ctx.held(&uid) {
+        match check::persist_held(&ctx, &org, &ns, &seen, &held).await {
+            check::Held::Stored => {
+                ctx.release_held(&uid);
+                persisted_late = true;
+                info!(org = %name, namespace = %ns, failed_writes = held.attempts, "stored tokens the token Secret had refused");
+                announce_persisted(&ctx, &org, held.attempts).await;
+                seen = observe::observe(&ctx, &org, &ns).await?;
+            }
+            check::Held::Superseded => {
+                ctx.release_held(&uid);
+                info!(org = %name, namespace = %ns, "newer tokens were stored while ours waited; dropping ours");
+            }
+            check::Held::Failed(error) => {
+                let attempts = ctx.held_write_failed(&uid, &error);
+                warn!(org = %name, namespace = %ns, %error, attempts, "the token Secret still refuses the renewed tokens; keeping them in memory");
+                still_held = Some((error, attempts));
+            }
+        }
+    }
     let status = org.status.clone().unwrap_or_default();
     let interval = decide::jittered(seen.interval, &uid);
     let memo = ctx.memo(&uid);
@@ -222,17 +300,31 @@ async fn apply<S: Salesforce>(
         seen.fingerprint.check_request.is_some()
             && m.fingerprint.check_request != seen.fingerprint.check_request
     });
-    let plan = decide::plan(&observed, now);
+    let plan = match &still_held {
+        Some((error, attempts)) => {
+            let wait = decide::backoff(*attempts).min(HELD_RETRY_MAX);
+            Plan::Held(decide::not_persisted(error), wait)
+        }
+        None => decide::plan(&observed, now),
+    };
     let checked = matches!(plan, Plan::Check(_));
     let (verdict, requeue) = match plan {
         Plan::Wait(after) => (memo.as_ref().and_then(|m| m.verdict.clone()), after),
+        Plan::Held(verdict, after) => (Some(verdict), after),
         Plan::Settle(verdict) => {
             let requeue = decide::requeue_after(&verdict, 0, interval);
             (Some(verdict), requeue)
         }
         Plan::Check(kind) => {
             let run = check::run(&ctx, &org, &ns, &seen, kind).await?;
-            let verdict = decide::verdict(&observed, &run.result);
+            let mut verdict = match &run.not_persisted {
+                Some(error) => decide::not_persisted(error),
+                None => decide::verdict(&observed, &run.result),
+            };
+            if persisted_late && let Verdict::Valid { renewed, .. } = &mut verdict {
+                // The renewal happened earlier; its tokens only now reached the Secret.
+                *renewed = true;
+            }
             let failures = match &verdict {
                 Verdict::Unavailable { .. } | Verdict::RetrySoon => {
                     memo.as_ref().map_or(0, |m| m.failures) + 1
@@ -296,6 +388,25 @@ async fn apply<S: Salesforce>(
 
 /// The reason of the Event that answers a requested check.
 pub const CHECKED_EVENT: &str = "Checked";
+/// The reason of the Event saying that tokens held in memory finally reached the Secret.
+pub const PERSISTED_EVENT: &str = "TokenPersisted";
+
+/// One Event when tokens the Secret refused are finally stored.
+async fn announce_persisted<S: Salesforce>(ctx: &Context<S>, org: &SalesforceOrg, failed: u32) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: PERSISTED_EVENT.into(),
+        note: Some(format!(
+            "Stored the tokens Salesforce issued earlier, after {failed} refused write(s) of \
+             the token Secret"
+        )),
+        action: "StoreTokens".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}
 
 /// One Event answering a person's check request with what the org is now.
 async fn announce_requested_check<S: Salesforce>(

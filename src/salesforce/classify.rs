@@ -125,6 +125,20 @@ pub fn token_error(code: &str, description: &str) -> SfError {
     }
 }
 
+/// Whether a token endpoint answer to a JWT bearer grant says the assertion had expired
+/// (`invalid_grant` / `expired authorization code`, Salesforce's wording for an old `exp`).
+/// The operator signs every assertion just before sending it, so this means the clocks of the
+/// operator's machine and Salesforce disagree, never that the authorization is lost.
+pub fn expired_assertion(status: u16, body: &[u8]) -> bool {
+    (400..500).contains(&status)
+        && error_fields(body).is_some_and(|(code, description)| {
+            code.eq_ignore_ascii_case("invalid_grant")
+                && description
+                    .to_lowercase()
+                    .contains("expired authorization code")
+        })
+}
+
 /// A response from a resource called with an access token (REST, userinfo, identity URL):
 /// `Ok(())` when it is a success to parse.
 pub fn resource_response(
@@ -500,6 +514,25 @@ mod tests {
                 other => panic!("{status}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn expired_assertions_are_recognised() {
+        let expired = oauth("invalid_grant", "expired authorization code");
+        assert!(expired_assertion(400, &expired));
+        assert!(!expired_assertion(500, &expired));
+        assert!(!expired_assertion(
+            400,
+            &oauth("invalid_grant", "invalid assertion")
+        ));
+        assert!(!expired_assertion(
+            400,
+            &oauth("invalid_client", "expired authorization code")
+        ));
+        assert!(!expired_assertion(
+            400,
+            b"<html>expired authorization code</html>"
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
@@ -25,13 +25,14 @@ use oauth2::{
     PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken,
     StandardTokenResponse, TokenUrl,
 };
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, DATE, HeaderMap};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::allowlist::{HostAllowlist, HostError};
 use super::classify::{self, Resource};
-use super::{AppCredentials, Identity, Salesforce, SfError, TokenResponse};
+use super::{AppCredentials, Identity, Salesforce, SfError, TokenResponse, TransientReason};
+use crate::clock::Clock;
 use crate::secret::SecretString;
 
 /// `/services/oauth2/authorize`.
@@ -72,6 +73,8 @@ pub struct HttpSettings {
     pub allowlist: HostAllowlist,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// The clock JWT assertions are dated by (the system clock; shifted only to rehearse skew).
+    pub clock: Clock,
 }
 
 impl Default for HttpSettings {
@@ -83,6 +86,7 @@ impl Default for HttpSettings {
             extra_ca_pem: None,
             allowlist: HostAllowlist::default(),
             user_agent: concat!("sforg-operator/", env!("CARGO_PKG_VERSION")).to_owned(),
+            clock: Clock::system(),
         }
     }
 }
@@ -97,6 +101,7 @@ impl fmt::Debug for HttpSettings {
             .field("extra_ca_pem", &self.extra_ca_pem.as_ref().map(Vec::len))
             .field("allowlist", &self.allowlist)
             .field("user_agent", &self.user_agent)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -268,6 +273,7 @@ type OAuthClient = oauth2::Client<
 pub struct HttpSalesforce {
     http: reqwest::Client,
     allowlist: HostAllowlist,
+    clock: Clock,
 }
 
 impl fmt::Debug for HttpSalesforce {
@@ -289,6 +295,47 @@ struct Received {
 impl Received {
     fn content_type(&self) -> Option<&str> {
         self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    }
+
+    /// The server's clock from the `Date` header, in seconds since the Unix epoch.
+    fn date(&self) -> Option<i64> {
+        let text = self.headers.get(DATE)?.to_str().ok()?;
+        parse_http_date(text)
+    }
+
+    /// A token endpoint answer as tokens, or what went wrong.
+    fn into_tokens(self) -> Result<TokenResponse, SfError> {
+        classify::token_response(self.status.as_u16(), self.content_type(), &self.body)?;
+        parse_token_response(&self.body)
+    }
+}
+
+/// An HTTP `Date` (`Sun, 06 Nov 1994 08:49:37 GMT`) in seconds since the Unix epoch.
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    k8s_openapi::jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(text.trim())
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// Below this, a clock difference cannot explain an assertion refused as expired.
+const MIN_SKEW_SECS: i64 = 60;
+
+/// A JWT assertion refused as expired because of the clocks; `behind` is how far this
+/// machine's clock is behind Salesforce's, when the answer said.
+fn clock_skew(behind: Option<i64>) -> SfError {
+    let detail = match behind {
+        Some(secs) if secs >= MIN_SKEW_SECS => format!(
+            "Salesforce refused the JWT assertion as expired: this machine's clock is about \
+             {secs} s behind Salesforce's"
+        ),
+        _ => "Salesforce refused the JWT assertion as expired although it was just signed: \
+              the clocks of this machine and Salesforce disagree"
+            .to_owned(),
+    };
+    SfError::Transient {
+        reason: TransientReason::ClockSkew,
+        detail,
     }
 }
 
@@ -334,6 +381,7 @@ impl HttpSalesforce {
         Ok(Self {
             http,
             allowlist: settings.allowlist,
+            clock: settings.clock,
         })
     }
 
@@ -426,6 +474,35 @@ impl HttpSalesforce {
     }
 
     /// POSTs a form to a token-ish endpoint.
+    /// Signs a JWT bearer assertion dated `now` (seconds since the epoch) and posts it.
+    async fn post_assertion(
+        &self,
+        url: &Url,
+        key: &jsonwebtoken::EncodingKey,
+        client_id: &str,
+        username: &str,
+        now: i64,
+    ) -> Result<Received, SfError> {
+        let exp = now.saturating_add(JWT_LIFETIME.as_secs() as i64).max(0) as u64;
+        let claims = JwtClaims {
+            iss: client_id,
+            sub: username,
+            aud: jwt_audience(url),
+            exp,
+        };
+        let assertion = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            key,
+        )
+        .map_err(|e| SfError::BadPrivateKey(e.to_string()))?;
+        self.post_form(
+            url.clone(),
+            &[("grant_type", JWT_BEARER_GRANT), ("assertion", &assertion)],
+        )
+        .await
+    }
+
     async fn post_form(&self, url: Url, form: &[(&str, &str)]) -> Result<Received, SfError> {
         let request = self
             .http
@@ -604,33 +681,34 @@ impl Salesforce for HttpSalesforce {
         let url = self.url(login_url, TOKEN_PATH)?;
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.expose().as_bytes())
             .map_err(|e| SfError::BadPrivateKey(e.to_string()))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let claims = JwtClaims {
-            iss: client_id,
-            sub: username,
-            aud: jwt_audience(&url),
-            exp: (now + JWT_LIFETIME).as_secs(),
-        };
-        let assertion = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-            &claims,
-            &key,
-        )
-        .map_err(|e| SfError::BadPrivateKey(e.to_string()))?;
+        let ours = self.clock.unix_seconds();
         let received = self
-            .post_form(
-                url,
-                &[("grant_type", JWT_BEARER_GRANT), ("assertion", &assertion)],
-            )
+            .post_assertion(&url, &key, client_id, username, ours)
             .await?;
-        classify::token_response(
-            received.status.as_u16(),
-            received.content_type(),
-            &received.body,
-        )?;
-        parse_token_response(&received.body)
+        if !classify::expired_assertion(received.status.as_u16(), &received.body) {
+            return received.into_tokens();
+        }
+        // Refused as expired although fresh by our clock: it is behind Salesforce's. Nothing
+        // is wrong with the authorization, so sign once more dated by Salesforce's own clock
+        // (the answer's Date header) rather than leave the org without a token.
+        let Some(theirs) = received.date() else {
+            return Err(clock_skew(None));
+        };
+        let behind = theirs - ours;
+        if behind < MIN_SKEW_SECS {
+            return Err(clock_skew(Some(behind)));
+        }
+        tracing::warn!(
+            seconds_behind = behind,
+            "this machine's clock is behind Salesforce's: dating the JWT assertion by Salesforce's clock; fix the node's time synchronization"
+        );
+        let retried = self
+            .post_assertion(&url, &key, client_id, username, theirs)
+            .await?;
+        if classify::expired_assertion(retried.status.as_u16(), &retried.body) {
+            return Err(clock_skew(Some(behind)));
+        }
+        retried.into_tokens()
     }
 
     async fn client_credentials(
@@ -778,6 +856,17 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+        assert!(clock_skew(Some(600)).to_string().contains("600 s behind"));
+        assert!(!clock_skew(Some(5)).to_string().contains("5 s behind"));
     }
 
     #[test]

@@ -127,6 +127,9 @@ pub enum TransientReason {
     RateLimited,
     /// A response we could not understand.
     UnexpectedResponse,
+    /// A JWT assertion refused as expired although it was fresh by this machine's clock: the
+    /// clocks disagree. A person logging in would not fix it.
+    ClockSkew,
 }
 
 /// Every outcome of a Salesforce call that is not success.

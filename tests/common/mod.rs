@@ -16,20 +16,34 @@ use sforg_operator::crd::SalesforceOrg;
 /// Field manager the tests use when they act as a person with kubectl.
 pub const TEST_MANAGER: &str = "sforg-tests";
 
-/// A client for the test control plane. Fails loudly when there is none: a missing control
-/// plane is a broken test run, never a skipped test.
-pub async fn client() -> Client {
+/// The kubeconfig of the shared test control plane. Fails loudly when there is none: a
+/// missing control plane is a broken test run, never a skipped test.
+pub fn kubeconfig_path() -> std::path::PathBuf {
     let path = std::env::var("SFORG_TEST_KUBECONFIG").unwrap_or_else(|_| {
         panic!(
             "SFORG_TEST_KUBECONFIG is not set: run the tests with scripts/test.sh, which starts \
              a real etcd + kube-apiserver and points the tests at it"
         )
     });
-    let kubeconfig = Kubeconfig::read_from(&path).expect("read the test kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    path.into()
+}
+
+/// A client for the test control plane.
+pub async fn client() -> Client {
+    client_from(&kubeconfig_path()).await
+}
+
+/// The client configuration of the control plane behind `kubeconfig`.
+pub async fn config_from(kubeconfig: &std::path::Path) -> Config {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("read the test kubeconfig");
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .expect("load the test kubeconfig");
-    Client::try_from(config).expect("build a client")
+        .expect("load the test kubeconfig")
+}
+
+/// A client for the control plane behind `kubeconfig` (a test's own control plane).
+pub async fn client_from(kubeconfig: &std::path::Path) -> Client {
+    Client::try_from(config_from(kubeconfig).await).expect("build a client")
 }
 
 /// A client that acts as the ServiceAccount `ns/name`, with a token from the TokenRequest API

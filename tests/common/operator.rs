@@ -2,6 +2,7 @@
 //! against the real control plane, scoped to the test's own namespace.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -11,6 +12,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use sforg_operator::callback::{self, CallbackState, DEFAULT_LINK_LIFETIME, Links};
+use sforg_operator::clock::Clock;
 use sforg_operator::controller::{self, Scope};
 use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
@@ -19,7 +21,7 @@ use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_simulator::{DemoOptions, DemoSeed, Simulator};
 use tokio::sync::oneshot;
 
-use super::{TEST_MANAGER, client, eventually, namespace};
+use super::{TEST_MANAGER, client_from, eventually, kubeconfig_path, namespace};
 
 /// How long a test waits for the operator to converge.
 pub const CONVERGE: Duration = Duration::from_secs(30);
@@ -36,6 +38,9 @@ pub struct Operator {
     controller_client: Option<Client>,
     /// The re-auth callback server, when started with [`Operator::start_with_reauth`].
     pub reauth: Option<Reauth>,
+    /// The controller's clock (and its JWT assertions'); set before starting the controller
+    /// to rehearse a skewed node.
+    pub clock: Clock,
 }
 
 /// A re-auth callback server on a loopback port, serving the operator's links.
@@ -74,7 +79,13 @@ impl Operator {
 
     /// [`Operator::prepare`] with the demo seeded with `options`.
     pub async fn prepare_with(prefix: &str, options: DemoOptions) -> Self {
-        let client = client().await;
+        Self::prepare_in(&kubeconfig_path(), prefix, options).await
+    }
+
+    /// [`Operator::prepare_with`] on the control plane behind `kubeconfig` (a test's own,
+    /// instead of the shared one).
+    pub async fn prepare_in(kubeconfig: &Path, prefix: &str, options: DemoOptions) -> Self {
+        let client = client_from(kubeconfig).await;
         let ns = namespace(&client, prefix).await;
         let sim = Simulator::start().await.expect("start the simulator");
         let demo = sim
@@ -90,6 +101,7 @@ impl Operator {
             task: None,
             controller_client: None,
             reauth: None,
+            clock: Clock::system(),
         }
     }
 
@@ -162,7 +174,11 @@ impl Operator {
 
     /// (Re)starts the controller in this process.
     pub fn start_controller(&mut self) {
-        let salesforce = HttpSalesforce::new(http_settings(&self.sim)).expect("http client");
+        let settings = HttpSettings {
+            clock: self.clock,
+            ..http_settings(&self.sim)
+        };
+        let salesforce = HttpSalesforce::new(settings).expect("http client");
         let (tx, rx) = oneshot::channel::<()>();
         let client = self
             .controller_client
@@ -173,6 +189,7 @@ impl Operator {
             salesforce,
             Settings {
                 reauth: self.reauth.as_ref().map(|r| r.links.clone()),
+                clock: self.clock,
                 ..Settings::default()
             },
             Scope {
@@ -185,6 +202,12 @@ impl Operator {
         ));
         self.stop = Some(tx);
         self.task = Some(task);
+    }
+
+    /// Whether the controller task is still running (it never returns on its own, and a
+    /// panic would end it).
+    pub fn controller_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the controller (abruptly: the task is aborted, as a killed process would be).
