@@ -204,12 +204,6 @@ impl Operator {
         self.task = Some(task);
     }
 
-    /// Whether the controller task is still running (it never returns on its own, and a
-    /// panic would end it).
-    pub fn controller_running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
     /// Stops the controller (abruptly: the task is aborted, as a killed process would be).
     pub async fn kill_controller(&mut self) {
         if let Some(task) = self.task.take() {
