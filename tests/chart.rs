@@ -906,20 +906,6 @@ fn cronjobs(op: &Operator) -> Api<CronJob> {
     Api::namespaced(op.client.clone(), &op.ns)
 }
 
-async fn create_cronjob(op: &Operator, name: &str, org: &str) {
-    let cj: CronJob = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"orgtokens.dev/org": org}},
-        "spec": {"schedule": "0 2 * * *", "suspend": false,
-            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
-                "containers": [{"name": "backup", "image": "example.com/backup:1"}]}}}}}
-    }))
-    .expect("cronjob");
-    cronjobs(op)
-        .create(&PostParams::default(), &cj)
-        .await
-        .expect("create cronjob");
-}
-
 async fn wait_suspended(op: &Operator, name: &str, want: bool) -> CronJob {
     eventually(&format!("{name} suspend={want}"), CONVERGE, || async {
         let cj = cronjobs(op).get(name).await.ok()?;
@@ -1011,7 +997,8 @@ async fn scenario_under_chart_rbac(prefix: &str, cluster_wide: bool) {
         .control()
         .set_rotation(&op.demo.app.client_id, true)
         .expect("rotation");
-    create_cronjob(&op, "nightly", "acme").await;
+    op.create_cronjob("nightly", &[("orgtokens.dev/org", "acme")], false)
+        .await;
     op.ensure_app_secret().await;
     op.create_org(
         "acme",

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::eventually;
 use common::operator::{CONVERGE, Operator};
-use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sforg_operator::callback::state::{self, Purpose, StateClaims};
 use sforg_operator::callback::{CALLBACK_PATH, REAUTH_ERROR_ANNOTATION, USED_STATES_ANNOTATION};
@@ -205,10 +204,6 @@ fn admin<'a>(op: &'a Operator) -> Person<'a> {
     }
 }
 
-fn cronjobs(op: &Operator) -> Api<CronJob> {
-    Api::namespaced(op.client.clone(), &op.ns)
-}
-
 /// A web server org for the demo app, with the CronJobs labelled `orgtokens.dev/org=<name>`
 /// as dependents.
 async fn create_org(op: &Operator, name: &str, login_url: &str) {
@@ -225,25 +220,6 @@ async fn create_org(op: &Operator, name: &str, login_url: &str) {
         }),
     )
     .await;
-}
-
-async fn create_cronjob(op: &Operator, name: &str, org: &str) {
-    let cj: CronJob = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"orgtokens.dev/org": org}},
-        "spec": {"schedule": "0 2 * * *", "startingDeadlineSeconds": 3600,
-            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
-                "containers": [{"name": "backup", "image": "example.com/backup:1"}]}}}}}
-    }))
-    .expect("cronjob");
-    cronjobs(op)
-        .create(&PostParams::default(), &cj)
-        .await
-        .expect("create cronjob");
-}
-
-async fn suspended(op: &Operator, name: &str) -> bool {
-    let cj = cronjobs(op).get(name).await.expect("cronjob");
-    cj.spec.and_then(|s| s.suspend).unwrap_or(false)
 }
 
 async fn secret(op: &Operator, name: &str) -> Option<Secret> {
@@ -347,7 +323,8 @@ async fn a_person_reauthorizes_an_expired_org_through_the_link() {
         Some("sforg-operator")
     );
     let first = op.secret_data("acme-token").await;
-    create_cronjob(&op, "nightly", "acme").await;
+    op.create_cronjob("nightly", &[("orgtokens.dev/org", "acme")], false)
+        .await;
 
     // An admin revokes the connection in Salesforce; the next check finds out.
     op.sim
@@ -364,7 +341,7 @@ async fn a_person_reauthorizes_an_expired_org_through_the_link() {
         ready(&expired)
     );
     eventually("nightly suspended", CONVERGE, || async {
-        suspended(&op, "nightly").await.then_some(())
+        op.cronjob_hold("nightly").await.0.then_some(())
     })
     .await;
     let link = link_of(&op, "acme").await;
@@ -402,7 +379,7 @@ async fn a_person_reauthorizes_an_expired_org_through_the_link() {
     assert!(done.body.contains(&want), "{}", done.body);
 
     // The watch on the Secret does the rest: Valid, CronJob resumed, link gone.
-    while suspended(&op, "nightly").await {
+    while op.cronjob_hold("nightly").await.0 {
         assert!(answered.elapsed() < CONVERGE, "nightly never resumed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -15,6 +16,7 @@ use sforg_operator::callback::{self, CallbackState, DEFAULT_LINK_LIFETIME, Links
 use sforg_operator::clock::Clock;
 use sforg_operator::controller::{self, Scope};
 use sforg_operator::crd::{SalesforceOrg, TokenState};
+use sforg_operator::dependents::HOLDERS_ANNOTATION;
 use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
 use sforg_operator::salesforce::allowlist::HostAllowlist;
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
@@ -280,6 +282,78 @@ impl Operator {
         });
         self.ensure_app_secret().await;
         self.create_org(name, spec).await;
+    }
+
+    /// A web server org for the demo app whose `spec.dependents` is `dependents`.
+    pub async fn create_web_org_with(&self, name: &str, dependents: serde_json::Value) {
+        self.ensure_app_secret().await;
+        self.create_org(
+            name,
+            json!({
+                "loginUrl": "https://login.salesforce.com",
+                "auth": {"webServer": {"clientId": self.demo.app.client_id,
+                    "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+                "tokenSecretRef": {"name": format!("{name}-token")},
+                "dependents": dependents,
+            }),
+        )
+        .await;
+    }
+
+    pub fn cronjobs(&self) -> Api<CronJob> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// A backup CronJob with these labels.
+    pub async fn create_cronjob(&self, name: &str, labels: &[(&str, &str)], suspended: bool) {
+        let labels: BTreeMap<_, _> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cj: CronJob = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"schedule": "0 2 * * *", "suspend": suspended, "startingDeadlineSeconds": 3600,
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "backup", "image": "example.com/backup:1"}]}}}}}
+        }))
+        .expect("cronjob");
+        self.cronjobs()
+            .create(&PostParams::default(), &cj)
+            .await
+            .expect("create cronjob");
+    }
+
+    /// A CronJob's `spec.suspend` and the orgs recorded as holding it.
+    pub async fn cronjob_hold(&self, name: &str) -> (bool, Option<String>) {
+        let cj = self.cronjobs().get(name).await.expect("get cronjob");
+        (
+            cj.spec.and_then(|s| s.suspend).unwrap_or(false),
+            cj.metadata
+                .annotations
+                .and_then(|a| a.get(HOLDERS_ANNOTATION).cloned()),
+        )
+    }
+
+    /// Stores freshly minted tokens in the org's Secret, as the re-auth callback does after a
+    /// person logs in.
+    pub async fn store_new_tokens(&self, org: &str) -> sforg_simulator::TokenResponse {
+        let tokens = self
+            .sim
+            .control()
+            .mint_tokens(&self.demo.app.client_id, &self.demo.user.username)
+            .expect("mint");
+        let patch = json!({"stringData": {"access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token, "instance_url": tokens.instance_url,
+            "issued_at": tokens.issued_at}});
+        self.secrets()
+            .patch(
+                &format!("{org}-token"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("store new tokens");
+        tokens
     }
 
     /// Stores the demo app's consumer secret.
