@@ -242,7 +242,11 @@ async fn run_case(
     Ok(Case {
         row: format!(
             "| {n} | {steady_calls} calls; writes: {} | {} | {} |",
-            if steady.is_empty() { "0".into() } else { steady },
+            if steady.is_empty() {
+                "0".into()
+            } else {
+                steady
+            },
             fmt(&expiry, &["PATCH salesforceorgs"]),
             fmt(&recovery, &["PATCH secrets"]),
         ),
@@ -265,10 +269,19 @@ async fn main() -> BenchResult<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sim = Simulator::start().await?;
     let demo = sim.seed_demo()?;
-    let reps: usize = std::env::var("SFORG_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    println!("Writes are counted from kube-apiserver's apiserver_request_total (Events and the bench's own patches left out).");
-    println!("Latencies over {reps} orgs per N: check request (annotation) -> all N suspended; new tokens stored -> all N resumed.");
-    println!("| N CronJobs | steady-state check | writes per expiry | writes per recovery | to suspended p50 / p99 | to resumed p50 / p99 |");
+    let reps: usize = std::env::var("SFORG_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    println!(
+        "Writes are counted from kube-apiserver's apiserver_request_total (Events and the bench's own patches left out)."
+    );
+    println!(
+        "Latencies over {reps} orgs per N: check request (annotation) -> all N suspended; new tokens stored -> all N resumed."
+    );
+    println!(
+        "| N CronJobs | steady-state check | writes per expiry | writes per recovery | to suspended p50 / p99 | to resumed p50 / p99 |"
+    );
     println!("|---|---|---|---|---|---|");
     for n in [1usize, 10, 50] {
         let mut cases = Vec::new();

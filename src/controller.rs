@@ -17,6 +17,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
@@ -31,6 +32,47 @@ use crate::token_secret::{MANAGED_BY, MANAGED_BY_LABEL, ORG_LABEL};
 /// Orgs reconciled at the same time. Each reconcile makes a few API calls and at most one
 /// Salesforce call, so this bounds both.
 pub const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// The longest wait between attempts to restore a broken watch. kube-runtime's default
+/// (30 s, doubled by jitter) keeps the caches stale for up to a minute after an API server
+/// outage, and a reconcile acting on a stale org skips status and CronJob writes it believes
+/// done; a few watches retrying every few seconds cost the API server nothing.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Backoff of the controller's watches: 0.8 s, doubling up to [`WATCH_RETRY_MAX`].
+#[derive(Clone, Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(800),
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
+        Some(wait)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// [`WatchBackoff`], starting over after two quiet minutes (client-go's shape).
+fn watch_backoff() -> ResetTimerBackoff<WatchBackoff> {
+    ResetTimerBackoff::new(WatchBackoff::default(), Duration::from_secs(120))
+}
 
 /// Where the controller looks.
 #[derive(Clone, Debug, Default)]
@@ -114,12 +156,12 @@ pub async fn run_with<S: Salesforce>(
     // which reads the one Secret it needs.
     let (store, writer) = reflector::store();
     let org_events = watcher(orgs, watcher::Config::default())
-        .default_backoff()
+        .backoff(watch_backoff())
         .modify(|org| org.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects();
     let secret_events = watcher(secrets, managed)
-        .default_backoff()
+        .backoff(watch_backoff())
         .touched_objects();
     // Bounded concurrency: a cold start with thousands of orgs must not flood the API server
     // (and starve the leader lease renewals) with thousands of requests at once.
@@ -127,6 +169,9 @@ pub async fn run_with<S: Salesforce>(
         .with_config(
             kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
         )
+        // The controller backs off the merged watch streams once more after any error; with
+        // its default a restarted API server leaves the caches stale for up to a minute.
+        .trigger_backoff(watch_backoff())
         .watches_stream(secret_events, |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace()?;
             let org = secret.labels().get(ORG_LABEL)?.clone();
@@ -193,4 +238,22 @@ fn error_policy<S: Salesforce>(
     }
     warn!(error = %error, kind = error.metric_label(), "will retry");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watches_retry_within_seconds() {
+        let mut backoff = WatchBackoff::default();
+        let waits: Vec<u64> = backoff
+            .by_ref()
+            .take(6)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [800, 1600, 3200, 5000, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(800)));
+    }
 }

@@ -133,6 +133,32 @@ pub fn held_after(org: &str, cronjobs: &[CronJobView], changes: &[Change]) -> Ve
     held.into_iter().collect()
 }
 
+/// CronJob names for people to read, at most `max_chars` long: as many as fit, then how many
+/// more. Event notes are limited to 1 KiB, and a condition naming thousands of CronJobs helps
+/// nobody; `status.suspendedCronJobs` keeps the full list.
+pub fn name_list(names: &[String], max_chars: usize) -> String {
+    let all = names.join(", ");
+    if all.len() <= max_chars {
+        return all;
+    }
+    let mut shown = String::new();
+    let mut count = 0;
+    for name in names {
+        let separator = if count == 0 { "" } else { ", " };
+        let more = format!(" and {} more", names.len() - count - 1);
+        if shown.len() + separator.len() + name.len() + more.len() > max_chars {
+            break;
+        }
+        shown.push_str(separator);
+        shown.push_str(name);
+        count += 1;
+    }
+    if count == 0 {
+        return format!("{} CronJobs", names.len());
+    }
+    format!("{shown} and {} more", names.len() - count)
+}
+
 /// Parses the holders annotation.
 pub fn holders(cj: &CronJob) -> BTreeSet<String> {
     cj.annotations()
@@ -452,6 +478,26 @@ mod tests {
             plan("acme", Mode::Keep, &[cj("a", true, &["acme"], false)]),
             vec![change("a", Some(false), &[])]
         );
+    }
+
+    #[test]
+    fn name_lists_are_bounded() {
+        let names: Vec<String> = (0..2000).map(|i| format!("backup-{i:04}")).collect();
+        assert_eq!(
+            name_list(&names[..3], 100),
+            "backup-0000, backup-0001, backup-0002"
+        );
+        let long = name_list(&names, 100);
+        assert!(long.len() <= 100, "{long}");
+        assert!(long.starts_with("backup-0000, backup-0001"), "{long}");
+        assert!(long.ends_with(" more"), "{long}");
+        let shown = long.matches("backup-").count();
+        assert!(
+            long.ends_with(&format!(" and {} more", 2000 - shown)),
+            "{long}"
+        );
+        assert_eq!(name_list(&names, 5), "2000 CronJobs");
+        assert_eq!(name_list(&[], 10), "");
     }
 
     #[test]

@@ -1523,13 +1523,14 @@ mod tests {
         let s = SecretString::new;
         let (old_rt, new_rt, new_at) = (s("rt-1"), s("rt-2"), s("at-2"));
         // (what, Secret now, replaced, held refresh, plan)
-        let cases: Vec<(
-            &str,
+        type Case<'a> = (
+            &'a str,
             TokenFile,
-            Option<&SecretString>,
-            Option<&SecretString>,
+            Option<&'a SecretString>,
+            Option<&'a SecretString>,
             HeldPlan,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 "still the old tokens",
                 secret("at-1", Some("rt-1")),

@@ -48,6 +48,10 @@ pub struct Settings {
     pub reauth: Option<crate::callback::Links>,
     /// The clock decisions are made with (the system clock; shifted only to rehearse skew).
     pub clock: Clock,
+    /// Renewed tokens the token Secret refused. Clones share them, so they outlive a
+    /// controller: a leader that steps down during an API server outage and leads again
+    /// still writes them before it talks to Salesforce.
+    pub held: HeldTokens,
 }
 
 impl Default for Settings {
@@ -57,7 +61,31 @@ impl Default for Settings {
             allowlist: HostAllowlist::default(),
             reauth: None,
             clock: Clock::system(),
+            held: HeldTokens::default(),
         }
+    }
+}
+
+/// Tokens Salesforce issued that the token Secret refused, by org uid (see
+/// [`check::Unpersisted`]), for as long as the process lives. Cheap to clone; clones share.
+#[derive(Clone, Default)]
+pub struct HeldTokens(Arc<Mutex<HashMap<String, check::Unpersisted>>>);
+
+impl HeldTokens {
+    /// The uids of the orgs whose tokens are held.
+    pub fn orgs(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|held| held.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for HeldTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens: how many orgs wait is all there is to say.
+        let held = self.0.lock().map(|held| held.len()).unwrap_or_default();
+        write!(f, "HeldTokens({held} orgs)")
     }
 }
 
@@ -76,9 +104,6 @@ pub struct Context<S> {
     memos: Mutex<HashMap<String, Memo>>,
     /// Re-assertions of holds against other writers, for their backoff.
     pub dependents: dependents::Tracker,
-    /// Tokens Salesforce issued that the token Secret refused, by org uid (see
-    /// [`check::Unpersisted`]).
-    unpersisted: Mutex<HashMap<String, check::Unpersisted>>,
 }
 
 impl<S: Salesforce> Context<S> {
@@ -91,7 +116,6 @@ impl<S: Salesforce> Context<S> {
             recorder,
             memos: Mutex::default(),
             dependents: dependents::Tracker::default(),
-            unpersisted: Mutex::default(),
         }
     }
 
@@ -114,24 +138,24 @@ impl<S: Salesforce> Context<S> {
     }
 
     fn held(&self, uid: &str) -> Option<check::Unpersisted> {
-        self.unpersisted.lock().ok()?.get(uid).cloned()
+        self.settings.held.0.lock().ok()?.get(uid).cloned()
     }
 
     fn hold(&self, uid: &str, tokens: check::Unpersisted) {
-        if let Ok(mut held) = self.unpersisted.lock() {
+        if let Ok(mut held) = self.settings.held.0.lock() {
             held.insert(uid.to_owned(), tokens);
         }
     }
 
     fn release_held(&self, uid: &str) {
-        if let Ok(mut held) = self.unpersisted.lock() {
+        if let Ok(mut held) = self.settings.held.0.lock() {
             held.remove(uid);
         }
     }
 
     /// Records another failed write of held tokens; returns how many writes have failed.
     fn held_write_failed(&self, uid: &str, error: &str) -> u32 {
-        let Ok(mut held) = self.unpersisted.lock() else {
+        let Ok(mut held) = self.settings.held.0.lock() else {
             return 1;
         };
         match held.get_mut(uid) {
@@ -142,14 +166,6 @@ impl<S: Salesforce> Context<S> {
             }
             None => 1,
         }
-    }
-
-    /// Orgs (by uid) whose renewed tokens wait in memory for the token Secret to accept them.
-    pub fn unpersisted_orgs(&self) -> Vec<String> {
-        self.unpersisted
-            .lock()
-            .map(|held| held.keys().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// When this process last checked each org against Salesforce, by uid (for metrics).
@@ -492,6 +508,10 @@ async fn announce<S: Salesforce>(
     }
 }
 
+/// The longest list of CronJob names in a message: Event notes may not exceed 1 KiB, and the
+/// longest prefix is under 100 characters.
+const MAX_NAMES_CHARS: usize = 900;
+
 /// The `DependentsSuspended` condition: what the org holds, and whether someone else keeps
 /// resuming it.
 fn dependents_condition(
@@ -510,7 +530,7 @@ fn dependents_condition(
                 "Someone resumed {} while the token is expired; the operator suspends them \
                  again with backoff. Make GitOps tools ignore spec.suspend of CronJobs (see the \
                  README).",
-                synced.overridden.join(", ")
+                dependents::name_list(&synced.overridden, MAX_NAMES_CHARS)
             ),
         }
     } else if !synced.held.is_empty() {
@@ -520,7 +540,7 @@ fn dependents_condition(
             reason: "TokenExpired".into(),
             message: format!(
                 "Suspended until the token is valid: {}",
-                synced.held.join(", ")
+                dependents::name_list(&synced.held, MAX_NAMES_CHARS)
             ),
         }
     } else if crate::conditions::get(&status.conditions, DEPENDENTS_SUSPENDED).is_some() {
@@ -569,12 +589,59 @@ async fn announce_dependents<S: Salesforce>(
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(format!("{what}: {}", names.join(", "))),
+            note: Some(format!(
+                "{what}: {}",
+                dependents::name_list(names, MAX_NAMES_CHARS)
+            )),
             action: "UpdateDependents".into(),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
             warn!(error = %e, "could not publish an event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::observe::Credentials;
+    use crate::salesforce::{AppCredentials, TokenResponse};
+    use crate::secret::SecretString;
+
+    #[test]
+    fn held_tokens_are_shared_by_clones_and_never_printed() {
+        let settings = Settings::default();
+        let later_term = settings.clone();
+        let tokens = check::Unpersisted {
+            response: TokenResponse {
+                access_token: SecretString::new("00Dxx!AQ.access"),
+                refresh_token: Some(SecretString::new("5Aep861.refresh")),
+                instance_url: "https://acme.my.salesforce.com".into(),
+                id: "https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA".into(),
+                issued_at: None,
+            },
+            replaced: Some(SecretString::new("5Aep861.old")),
+            credentials: Credentials::WebServer(AppCredentials {
+                client_id: "cid".into(),
+                client_secret: Some(SecretString::new("app-secret")),
+            }),
+            attempts: 1,
+            error: "HTTP 503".into(),
+        };
+        if let Ok(mut held) = settings.held.0.lock() {
+            held.insert("uid-1".into(), tokens.clone());
+        }
+        assert_eq!(later_term.held.orgs(), vec!["uid-1".to_owned()]);
+        let printed = format!("{settings:?} {tokens:?}");
+        for secret in [
+            "00Dxx!AQ.access",
+            "5Aep861.refresh",
+            "5Aep861.old",
+            "app-secret",
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("HeldTokens(1 orgs)"), "{printed}");
     }
 }
