@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
+use tracing::warn;
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -29,12 +30,15 @@ impl Recorder {
         Self { client, reporter }
     }
 
-    /// Publishes `event` about `regarding`, in its namespace.
-    pub async fn publish(
-        &self,
-        event: &Event,
-        regarding: &ObjectReference,
-    ) -> Result<(), kube::Error> {
+    /// Publishes `event` about `regarding`, in its namespace. Events are informational: a
+    /// refused one is logged and never fails the reconcile that emitted it.
+    pub async fn publish(&self, event: &Event, regarding: &ObjectReference) {
+        if let Err(e) = self.create(event, regarding).await {
+            warn!(error = %e, reason = %event.reason, "could not publish an event");
+        }
+    }
+
+    async fn create(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
         let namespace = regarding
             .namespace
             .clone()

@@ -419,9 +419,7 @@ async fn announce_persisted<S: Salesforce>(ctx: &Context<S>, org: &SalesforceOrg
         action: "StoreTokens".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
+    ctx.recorder.publish(&event, &org.object_ref(&())).await;
 }
 
 /// One Event answering a person's check request with what the org is now.
@@ -441,9 +439,7 @@ async fn announce_requested_check<S: Salesforce>(
         action: "Check".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
+    ctx.recorder.publish(&event, &org.object_ref(&())).await;
 }
 
 async fn write_status<S: Salesforce>(
@@ -503,9 +499,7 @@ async fn announce<S: Salesforce>(
         action: "Check".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
+    ctx.recorder.publish(&event, &org.object_ref(&())).await;
 }
 
 /// The longest list of CronJob names in a message: Event notes may not exceed 1 KiB, and the
@@ -596,9 +590,7 @@ async fn announce_dependents<S: Salesforce>(
             action: "UpdateDependents".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &org.object_ref(&())).await {
-            warn!(error = %e, "could not publish an event");
-        }
+        ctx.recorder.publish(&event, &org.object_ref(&())).await;
     }
 }
 
