@@ -74,11 +74,11 @@ struct RunArgs {
 
     /// Exercise each refresh token at least this often, so an "expire if unused" policy never
     /// kills it while backups are paused (for example 24h).
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = cli::parse_duration)]
     refresh_keepalive: Duration,
 
     /// Total timeout of one Salesforce request.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
     salesforce_timeout: Duration,
 
     /// Log format.
@@ -109,11 +109,11 @@ struct RunArgs {
 
     /// How long a leader's claim lasts without renewal: a standby takes over this long after
     /// the leader dies.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = cli::parse_duration)]
     lease_duration: Duration,
 
     /// How often the leader renews its claim (at most half the lease duration).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = cli::parse_duration)]
     lease_renew_interval: Duration,
 
     /// The base URL at which browsers reach the re-auth server, for example
@@ -160,16 +160,6 @@ fn parse_secret_ref(s: &str) -> Result<(Option<String>, String), String> {
             "{s:?} is not NAMESPACE/NAME of a Secret, for example sforg-system/sforg-operator-state-key"
         )),
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: kube::core::Duration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration like 30s, 15m or 24h: {e}"))?;
-    if d.is_negative() {
-        return Err(format!("{s:?} is negative"));
-    }
-    Ok(d.into())
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
