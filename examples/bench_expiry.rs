@@ -4,31 +4,22 @@
 //! Run with `scripts/bench.sh` (it starts the control plane and sets SFORG_TEST_KUBECONFIG).
 //! Prints a table; it asserts nothing, so a busy machine gives slower figures, not failures.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::{BenchResult, client, install_crd};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, CustomResourceExt};
 use serde_json::json;
 use sforg_operator::controller::{self, Scope};
 use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_simulator::{DemoSeed, Endpoint, Simulator};
-
-type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
-
-async fn client() -> BenchResult<Client> {
-    let path = std::env::var("SFORG_TEST_KUBECONFIG")
-        .map_err(|_| "SFORG_TEST_KUBECONFIG is not set: run scripts/bench.sh")?;
-    let config =
-        Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default())
-            .await?;
-    Ok(Client::try_from(config)?)
-}
 
 /// Write requests the apiserver has served, by (resource, subresource, verb).
 async fn writes(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
@@ -258,15 +249,7 @@ async fn run_case(
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     let client = client().await?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    crds.patch(
-        "salesforceorgs.orgtokens.dev",
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(SalesforceOrg::crd()),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    install_crd(&client).await?;
     let sim = Simulator::start().await?;
     let demo = sim.seed_demo()?;
     let reps: usize = std::env::var("SFORG_BENCH_REPS")

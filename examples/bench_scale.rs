@@ -4,32 +4,23 @@
 //! Run with `scripts/bench.sh scale` (it builds the release binary and starts the control plane).
 //! Prints figures; asserts nothing.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{BenchResult, client, install_crd};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, CustomResourceExt};
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_simulator::{DemoSeed, Endpoint, Simulator, UserSpec};
 
-type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
-
 const NS: &str = "bench-scale";
-
-async fn client() -> BenchResult<Client> {
-    let path = std::env::var("SFORG_TEST_KUBECONFIG")
-        .map_err(|_| "SFORG_TEST_KUBECONFIG is not set: run scripts/bench.sh scale")?;
-    let config =
-        Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default())
-            .await?;
-    Ok(Client::try_from(config)?)
-}
 
 /// (current RSS, peak RSS) of a process, in MiB.
 fn rss(pid: u32) -> (f64, f64) {
@@ -148,15 +139,7 @@ async fn create_orgs(
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     let client = client().await?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    crds.patch(
-        "salesforceorgs.orgtokens.dev",
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(SalesforceOrg::crd()),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    install_crd(&client).await?;
     let sim = Simulator::start().await?;
     let demo = sim.seed_demo()?;
     sim.set_rotation(&demo.app.client_id, false)?;
