@@ -4,6 +4,9 @@
 //! Run with `scripts/bench.sh` (it starts the control plane and sets SFORG_TEST_KUBECONFIG).
 //! Prints a table; it asserts nothing, so a busy machine gives slower figures, not failures.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

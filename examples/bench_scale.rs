@@ -4,6 +4,9 @@
 //! Run with `scripts/bench.sh scale` (it builds the release binary and starts the control plane).
 //! Prints figures; asserts nothing.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -4,6 +4,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::reasons::Reason;
+
 /// Condition type: the tokens work.
 pub const TOKEN_VALID: &str = "TokenValid";
 /// Condition type: a person has to re-authorize.
@@ -25,7 +27,8 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    /// The status as conditions carry it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::True => "True",
             Status::False => "False",
@@ -41,8 +44,8 @@ pub struct Desired {
     pub type_: &'static str,
     /// True, False or Unknown.
     pub status: Status,
-    /// CamelCase reason.
-    pub reason: String,
+    /// Why.
+    pub reason: Reason,
     /// What happened and what to do.
     pub message: String,
 }
@@ -58,7 +61,7 @@ pub fn set(conditions: &mut Vec<Condition>, desired: Desired, generation: Option
     let condition = Condition {
         type_: desired.type_.to_owned(),
         status: desired.status.as_str().to_owned(),
-        reason: desired.reason,
+        reason: desired.reason.as_str().to_owned(),
         // The API server refuses messages over 32 KiB; ours are short, but never risk a write.
         message: truncate(desired.message, 1024),
         last_transition_time: transition,
@@ -67,6 +70,17 @@ pub fn set(conditions: &mut Vec<Condition>, desired: Desired, generation: Option
     match existing {
         Some(i) => conditions[i] = condition,
         None => conditions.push(condition),
+    }
+}
+
+impl Status {
+    /// A condition's status as read back ("True", "False", anything else is Unknown).
+    pub fn parse(status: &str) -> Self {
+        match status {
+            "True" => Status::True,
+            "False" => Status::False,
+            _ => Status::Unknown,
+        }
     }
 }
 
@@ -95,11 +109,11 @@ mod tests {
         Time(Timestamp::from_second(secs).unwrap_or_default())
     }
 
-    fn d(status: Status, reason: &str) -> Desired {
+    fn d(status: Status, reason: Reason) -> Desired {
         Desired {
             type_: TOKEN_VALID,
             status,
-            reason: reason.into(),
+            reason,
             message: "m".into(),
         }
     }
@@ -107,17 +121,22 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_status_flip() {
         let mut c = Vec::new();
-        set(&mut c, d(Status::True, "TokenValid"), Some(1), &t(10));
+        set(&mut c, d(Status::True, Reason::TokenValid), Some(1), &t(10));
         assert_eq!(c[0].last_transition_time, t(10));
         // Same status, new reason and generation: time kept.
-        set(&mut c, d(Status::True, "Refreshed"), Some(2), &t(20));
+        set(
+            &mut c,
+            d(Status::True, Reason::AwaitingAuthorization),
+            Some(2),
+            &t(20),
+        );
         assert_eq!(c[0].last_transition_time, t(10));
-        assert_eq!(c[0].reason, "Refreshed");
+        assert_eq!(c[0].reason, "AwaitingAuthorization");
         assert_eq!(c[0].observed_generation, Some(2));
         // Flip: time moves.
         set(
             &mut c,
-            d(Status::False, "RefreshTokenRevoked"),
+            d(Status::False, Reason::RefreshTokenRevoked),
             Some(2),
             &t(30),
         );
@@ -128,7 +147,7 @@ mod tests {
     #[test]
     fn long_messages_are_cut_on_a_char_boundary() {
         let mut c = Vec::new();
-        let mut desired = d(Status::True, "TokenValid");
+        let mut desired = d(Status::True, Reason::TokenValid);
         desired.message = "é".repeat(1000);
         set(&mut c, desired, None, &t(1));
         assert!(c[0].message.len() <= 1024);

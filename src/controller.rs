@@ -40,25 +40,18 @@ pub const RECONCILE_CONCURRENCY: u16 = 32;
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Backoff of the controller's watches: 0.8 s, doubling up to [`WATCH_RETRY_MAX`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct WatchBackoff {
-    next: Duration,
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self {
-            next: Duration::from_millis(800),
-        }
-    }
+    step: u32,
 }
 
 impl Iterator for WatchBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let wait = self.next;
-        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
+        let wait =
+            crate::backoff::exponential(Duration::from_millis(800), self.step, WATCH_RETRY_MAX);
+        self.step = self.step.saturating_add(1);
         Some(wait)
     }
 }

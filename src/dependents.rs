@@ -3,9 +3,10 @@
 //! Each CronJob records which orgs hold it in the annotation [`HOLDERS_ANNOTATION`] (a set,
 //! because one backup can depend on several orgs). The operator suspends a CronJob only when
 //! it is running, and resumes it only when the last holder lets go and it is still suspended,
-//! so a CronJob a person suspended is never resumed by us. [`plan`] is the pure rule;
-//! [`sync`] applies it with merge patches that touch only `spec.suspend` and that annotation,
-//! under their own field manager, guarded by the CronJob's resourceVersion.
+//! so a CronJob a person suspended is never resumed by us. [`plan`] is the pure rule over
+//! [`CronJobView`]s; the reconciler reads the CronJobs and applies the [`Change`]s with merge
+//! patches that touch only `spec.suspend` and that annotation, under [`FIELD_MANAGER`],
+//! guarded by each CronJob's resourceVersion.
 //!
 //! Resuming does not cause a burst of missed runs: the CronJob controller starts at most the
 //! most recent missed schedule, and only within `startingDeadlineSeconds` when that is set.
@@ -14,10 +15,9 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::batch::v1::CronJob;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use serde_json::json;
+use kube::core::{Selector, SelectorExt};
 
-use crate::crd::{Dependents, SalesforceOrg};
+use crate::crd::Dependents;
 
 /// The annotation listing the orgs (in the CronJob's namespace) that hold it suspended.
 pub const HOLDERS_ANNOTATION: &str = "orgtokens.dev/suspended-by";
@@ -38,6 +38,8 @@ pub struct CronJobView {
     /// Whether the hold may be re-asserted now if someone resumed the CronJob behind our back
     /// (at most once per backoff step, so the operator never fights another writer in a loop).
     pub may_reassert: bool,
+    /// Its resourceVersion, the precondition of a patch.
+    pub version: Option<String>,
 }
 
 /// A change to one CronJob.
@@ -49,6 +51,22 @@ pub struct Change {
     pub suspend: Option<bool>,
     /// The new holder set.
     pub holders: BTreeSet<String>,
+    /// A hold this org already had, suspended again after someone resumed the CronJob.
+    pub reasserted: bool,
+    /// The CronJob's resourceVersion as read.
+    pub version: Option<String>,
+}
+
+impl Change {
+    fn of(cj: &CronJobView, suspend: Option<bool>, holders: BTreeSet<String>) -> Self {
+        Change {
+            name: cj.name.clone(),
+            suspend,
+            holders,
+            reasserted: false,
+            version: cj.version.clone(),
+        }
+    }
 }
 
 /// What an org wants of its dependents.
@@ -78,39 +96,25 @@ pub fn plan(org: &str, mode: Mode, cronjobs: &[CronJobView]) -> Vec<Change> {
             if held_by_us {
                 // Someone resumed a CronJob we hold: re-assert, but only at backoff.
                 if !cj.suspended && cj.may_reassert {
-                    changes.push(Change {
-                        name: cj.name.clone(),
-                        suspend: Some(true),
-                        holders,
-                    });
+                    let mut change = Change::of(cj, Some(true), holders);
+                    change.reasserted = true;
+                    changes.push(change);
                 }
                 continue;
             }
             if !cj.suspended {
                 holders.insert(org.to_owned());
-                changes.push(Change {
-                    name: cj.name.clone(),
-                    suspend: Some(true),
-                    holders,
-                });
+                changes.push(Change::of(cj, Some(true), holders));
             } else if !cj.holders.is_empty() {
                 // Suspended by another org: share the hold so it stays paused until both let go.
                 holders.insert(org.to_owned());
-                changes.push(Change {
-                    name: cj.name.clone(),
-                    suspend: None,
-                    holders,
-                });
+                changes.push(Change::of(cj, None, holders));
             }
             // Suspended with no holders: a person's decision; leave it alone.
         } else if held_by_us {
             holders.remove(org);
             let resume = holders.is_empty() && cj.suspended;
-            changes.push(Change {
-                name: cj.name.clone(),
-                suspend: resume.then_some(false),
-                holders,
-            });
+            changes.push(Change::of(cj, resume.then_some(false), holders));
         }
     }
     changes
@@ -133,32 +137,6 @@ pub fn held_after(org: &str, cronjobs: &[CronJobView], changes: &[Change]) -> Ve
     held.into_iter().collect()
 }
 
-/// CronJob names for people to read, at most `max_chars` long: as many as fit, then how many
-/// more. Event notes are limited to 1 KiB, and a condition naming thousands of CronJobs helps
-/// nobody; `status.suspendedCronJobs` keeps the full list.
-pub fn name_list(names: &[String], max_chars: usize) -> String {
-    let all = names.join(", ");
-    if all.len() <= max_chars {
-        return all;
-    }
-    let mut shown = String::new();
-    let mut count = 0;
-    for name in names {
-        let separator = if count == 0 { "" } else { ", " };
-        let more = format!(" and {} more", names.len() - count - 1);
-        if shown.len() + separator.len() + name.len() + more.len() > max_chars {
-            break;
-        }
-        shown.push_str(separator);
-        shown.push_str(name);
-        count += 1;
-    }
-    if count == 0 {
-        return format!("{} CronJobs", names.len());
-    }
-    format!("{shown} and {} more", names.len() - count)
-}
-
 /// Parses the holders annotation.
 pub fn holders(cj: &CronJob) -> BTreeSet<String> {
     cj.annotations()
@@ -173,7 +151,9 @@ pub fn holders(cj: &CronJob) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn selects(dependents: Option<&Dependents>, cj: &CronJob) -> bool {
+/// Whether `dependents` selects `cj`, by name or by label selector. A selector the API
+/// server would refuse (an unknown operator) selects nothing.
+pub fn selects(dependents: Option<&Dependents>, cj: &CronJob) -> bool {
     let Some(d) = dependents else {
         return false;
     };
@@ -182,40 +162,40 @@ fn selects(dependents: Option<&Dependents>, cj: &CronJob) -> bool {
         .as_ref()
         .is_some_and(|names| names.iter().any(|n| *n == cj.name_any()));
     let by_label = d.cron_job_selector.as_ref().is_some_and(|sel| {
-        let labels = cj.labels();
-        let match_labels = sel
-            .match_labels
-            .as_ref()
-            .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-        let match_exprs = sel.match_expressions.as_ref().is_none_or(|exprs| {
-            exprs.iter().all(|e| {
-                let value = labels.get(&e.key);
-                let values = e.values.clone().unwrap_or_default();
-                match e.operator.as_str() {
-                    "In" => value.is_some_and(|v| values.contains(v)),
-                    "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                    "Exists" => value.is_some(),
-                    "DoesNotExist" => value.is_none(),
-                    _ => false,
-                }
-            })
-        });
-        match_labels && match_exprs
+        Selector::try_from(sel.clone()).is_ok_and(|selector| selector.matches(cj.labels()))
     });
     by_name || by_label
 }
 
-/// The result of one sync.
-#[derive(Debug, Default)]
-pub struct Synced {
-    /// CronJobs this org holds now.
-    pub held: Vec<String>,
-    /// CronJobs suspended by this sync.
-    pub suspended: Vec<String>,
-    /// CronJobs resumed by this sync.
-    pub resumed: Vec<String>,
-    /// CronJobs this org holds that someone else resumed (re-asserted or waiting for backoff).
-    pub overridden: Vec<String>,
+/// What an org's CronJobs look like to [`plan`]. With `release_all` (deletion) nothing counts
+/// as selected, so every hold is let go.
+pub fn views(
+    org_uid: &str,
+    dependents: Option<&Dependents>,
+    cronjobs: &[CronJob],
+    tracker: &Tracker,
+    release_all: bool,
+) -> Vec<CronJobView> {
+    cronjobs
+        .iter()
+        .map(|cj| CronJobView {
+            name: cj.name_any(),
+            suspended: cj.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
+            holders: holders(cj),
+            selected: !release_all && selects(dependents, cj),
+            may_reassert: tracker.may_reassert(org_uid, &cj.name_any()),
+            version: cj.resource_version(),
+        })
+        .collect()
+}
+
+/// The CronJobs this org holds that someone else resumed (re-asserted at backoff).
+pub fn overridden(org: &str, mode: Mode, cronjobs: &[CronJobView]) -> Vec<String> {
+    cronjobs
+        .iter()
+        .filter(|v| mode == Mode::Hold && v.selected && v.holders.contains(org) && !v.suspended)
+        .map(|v| v.name.clone())
+        .collect()
 }
 
 /// Remembers, per org and CronJob, when a hold was last re-asserted against another writer,
@@ -227,7 +207,8 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    fn may_reassert(&self, org_uid: &str, cronjob: &str) -> bool {
+    /// Whether a hold may be re-asserted now.
+    pub fn may_reassert(&self, org_uid: &str, cronjob: &str) -> bool {
         let Ok(map) = self.reasserts.lock() else {
             return false;
         };
@@ -237,7 +218,8 @@ impl Tracker {
         }
     }
 
-    fn record(&self, org_uid: &str, cronjob: &str) {
+    /// Records a re-assertion.
+    pub fn record(&self, org_uid: &str, cronjob: &str) {
         if let Ok(mut map) = self.reasserts.lock() {
             let entry = map
                 .entry((org_uid.to_owned(), cronjob.to_owned()))
@@ -246,109 +228,18 @@ impl Tracker {
         }
     }
 
-    fn forget(&self, org_uid: &str, cronjob: &str) {
+    /// Forgets a hold the org let go of.
+    pub fn forget(&self, org_uid: &str, cronjob: &str) {
         if let Ok(mut map) = self.reasserts.lock() {
             map.remove(&(org_uid.to_owned(), cronjob.to_owned()));
         }
     }
 }
 
-/// The wait before the next re-assertion after `count` of them.
+/// The wait before the next re-assertion after `count` of them: 15 s doubling to 10 min.
 pub fn reassert_backoff(count: u32) -> std::time::Duration {
-    let secs = 15u64.saturating_mul(1u64 << count.min(6));
-    std::time::Duration::from_secs(secs.min(600))
-}
-
-/// Lists the namespace's CronJobs and applies [`plan`]. With `release_all` every hold of
-/// the org is released, selected or not (deletion). A patch that loses a race (409) is
-/// planned again from a fresh list, a few times, before the error goes back to the caller.
-pub async fn sync(
-    client: &kube::Client,
-    tracker: &Tracker,
-    org: &SalesforceOrg,
-    ns: &str,
-    mode: Mode,
-    release_all: bool,
-) -> Result<Synced, kube::Error> {
-    let mut synced = Synced::default();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match sync_once(client, tracker, org, ns, mode, release_all, &mut synced).await {
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 4 => continue,
-            other => return other.map(|()| synced),
-        }
-    }
-}
-
-async fn sync_once(
-    client: &kube::Client,
-    tracker: &Tracker,
-    org: &SalesforceOrg,
-    ns: &str,
-    mode: Mode,
-    release_all: bool,
-    synced: &mut Synced,
-) -> Result<(), kube::Error> {
-    let api: Api<CronJob> = Api::namespaced(client.clone(), ns);
-    let list = api.list(&ListParams::default()).await?;
-    let name = org.name_any();
-    let uid = org.uid().unwrap_or_default();
-    let views: Vec<CronJobView> = list
-        .items
-        .iter()
-        .map(|cj| CronJobView {
-            name: cj.name_any(),
-            suspended: cj.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
-            holders: holders(cj),
-            selected: !release_all && selects(org.spec.dependents.as_ref(), cj),
-            may_reassert: tracker.may_reassert(&uid, &cj.name_any()),
-        })
-        .collect();
-    let mode = if release_all { Mode::Release } else { mode };
-    let changes = plan(&name, mode, &views);
-    synced.held = held_after(&name, &views, &changes);
-    synced.overridden = views
-        .iter()
-        .filter(|v| mode == Mode::Hold && v.selected && v.holders.contains(&name) && !v.suspended)
-        .map(|v| v.name.clone())
-        .collect();
-    for change in &changes {
-        let view = views.iter().find(|v| v.name == change.name);
-        let version = list
-            .items
-            .iter()
-            .find(|c| c.name_any() == change.name)
-            .and_then(|c| c.resource_version());
-        let annotation = if change.holders.is_empty() {
-            serde_json::Value::Null
-        } else {
-            json!(change.holders.iter().cloned().collect::<Vec<_>>().join(","))
-        };
-        let mut patch = json!({
-            "metadata": {"resourceVersion": version, "annotations": {HOLDERS_ANNOTATION: annotation}},
-        });
-        if let Some(suspend) = change.suspend {
-            patch["spec"] = json!({"suspend": suspend});
-        }
-        api.patch(
-            &change.name,
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-        let reasserted = view.is_some_and(|v| v.holders.contains(&name));
-        match change.suspend {
-            Some(true) if reasserted => tracker.record(&uid, &change.name),
-            Some(true) => synced.suspended.push(change.name.clone()),
-            Some(false) => synced.resumed.push(change.name.clone()),
-            None => {}
-        }
-        if !change.holders.contains(&name) {
-            tracker.forget(&uid, &change.name);
-        }
-    }
-    Ok(())
+    use std::time::Duration;
+    crate::backoff::exponential(Duration::from_secs(15), count, Duration::from_secs(600))
 }
 
 #[cfg(test)]
@@ -368,6 +259,7 @@ mod tests {
             holders: holders.iter().map(|s| (*s).to_owned()).collect(),
             selected,
             may_reassert: false,
+            version: None,
         }
     }
 
@@ -381,6 +273,8 @@ mod tests {
             name: name.into(),
             suspend,
             holders: set(holders),
+            reasserted: false,
+            version: None,
         };
         let cases: Vec<(&str, bool, CronJobView, Vec<Change>)> = vec![
             (
@@ -461,10 +355,9 @@ mod tests {
             vec![]
         );
         overridden.may_reassert = true;
-        assert_eq!(
-            plan("acme", Mode::Hold, &[overridden]),
-            vec![change("a", Some(true), &["acme"])]
-        );
+        let mut reasserted = change("a", Some(true), &["acme"]);
+        reasserted.reasserted = true;
+        assert_eq!(plan("acme", Mode::Hold, &[overridden]), vec![reasserted]);
         // Keep: no new holds, no releases of selected jobs, but let go of unselected ones.
         assert_eq!(
             plan("acme", Mode::Keep, &[cj("a", false, &[], true)]),
@@ -478,26 +371,6 @@ mod tests {
             plan("acme", Mode::Keep, &[cj("a", true, &["acme"], false)]),
             vec![change("a", Some(false), &[])]
         );
-    }
-
-    #[test]
-    fn name_lists_are_bounded() {
-        let names: Vec<String> = (0..2000).map(|i| format!("backup-{i:04}")).collect();
-        assert_eq!(
-            name_list(&names[..3], 100),
-            "backup-0000, backup-0001, backup-0002"
-        );
-        let long = name_list(&names, 100);
-        assert!(long.len() <= 100, "{long}");
-        assert!(long.starts_with("backup-0000, backup-0001"), "{long}");
-        assert!(long.ends_with(" more"), "{long}");
-        let shown = long.matches("backup-").count();
-        assert!(
-            long.ends_with(&format!(" and {} more", 2000 - shown)),
-            "{long}"
-        );
-        assert_eq!(name_list(&names, 5), "2000 CronJobs");
-        assert_eq!(name_list(&[], 10), "");
     }
 
     #[test]

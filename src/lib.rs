@@ -5,19 +5,29 @@
 //! `TokenValid` / `TokenExpired`, pauses dependents while a person must log in again, and
 //! resumes exactly what it paused once the org is healthy.
 
+pub mod backoff;
 pub mod callback;
 pub mod cli;
 pub mod clock;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod credentials;
 pub mod dependents;
 pub mod events;
 pub mod leader;
 pub mod manifests;
+pub mod messages;
 pub mod metrics;
+pub mod pinning;
+pub mod reasons;
+pub mod reauth_record;
 pub mod reconcile;
 pub mod salesforce;
 pub mod secret;
 pub mod telemetry;
 pub mod token_secret;
+pub mod token_store;
+
+/// The field manager of the operator's own writes (status, token Secrets, org annotations).
+pub const FIELD_MANAGER: &str = "sforg-operator";

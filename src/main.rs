@@ -218,6 +218,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 salesforce.clone(),
                 allowlist.clone(),
                 options,
+                sforg_operator::clock::Clock::system(),
                 shutdown_signal(),
             );
             Some(spawned.await.map_err(|e| e.to_string())?)

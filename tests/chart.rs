@@ -7,6 +7,9 @@
 //! helm and kubectl come from `SFORG_CONTROL_PLANE_BIN` (built by
 //! `scripts/build-control-plane.sh`); like every integration test, these fail loudly without it.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -2,6 +2,9 @@
 //! are refused with messages that say what to write, and status is only written through the
 //! status subresource.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

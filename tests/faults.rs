@@ -7,6 +7,9 @@
 //! allowlist (`token_lifecycle::a_login_host_outside_the_allowlist_receives_nothing`) and leader
 //! take-over (`leader::only_the_leader_reconciles_and_a_standby_takes_over`).
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -2,6 +2,9 @@
 //! the real control plane and the Salesforce simulator, through a renewal, an expiry with a
 //! held CronJob, a re-auth and a deletion.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,9 @@
 //! every log line of the process (at debug level) while an org goes through first tokens,
 //! a rotated refresh and a revocation, then searches everything for every token it saw.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write;

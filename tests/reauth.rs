@@ -3,6 +3,9 @@
 //! the simulator's login form and consent page filled in, cookies kept), and every abuse of
 //! the callback is refused with a page and a 4xx, writing no token.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

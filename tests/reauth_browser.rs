@@ -8,6 +8,9 @@
 //! `cargo test --test reauth_browser -- --ignored` (with the control plane, as scripts/test.sh
 //! sets up).
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,9 @@
 //! The token lifecycle on the real control plane, with the Salesforce simulator: each
 //! scenario runs its own operator in its own namespace.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -36,7 +36,6 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use tokio::net::TcpListener;
@@ -46,10 +45,15 @@ pub use key::{DEFAULT_KEY_SECRET, KEY_SECRET_KEY, KeyError, load_or_create_key};
 pub use link::{CALLBACK_PATH, DEFAULT_LINK_LIFETIME, Links, PublicUrlError};
 pub use state::StateKey;
 
+use crate::FIELD_MANAGER;
+use crate::clock::Clock;
 use crate::crd::{AuthFlow, SalesforceOrg, TokenState, WebServerAuth};
-use crate::reconcile::FIELD_MANAGER;
-use crate::reconcile::decide::{self, AUTHORIZATION_DENIED, AUTHORIZATION_FAILED, ReauthFailure};
-use crate::reconcile::observe;
+use crate::credentials;
+use crate::messages;
+use crate::pinning;
+use crate::reasons::Reason;
+pub use crate::reauth_record::{REAUTH_ERROR_ANNOTATION, USED_STATES_ANNOTATION};
+use crate::reauth_record::{ReauthFailure, used_states};
 use crate::salesforce::allowlist::HostAllowlist;
 use crate::salesforce::client::{AuthorizeRequest, authorize_url_with};
 use crate::salesforce::{
@@ -57,23 +61,16 @@ use crate::salesforce::{
     classify,
 };
 use crate::secret::SecretString;
-use crate::token_secret::{self, TokenFile};
+use crate::token_store::{self, Origin, Stored, TokenWrite};
 use pages::Page;
 use state::{LinkClaims, Purpose, StateClaims, TokenError};
 
-/// Annotation on a SalesforceOrg: the last failed login through its re-auth link (JSON, see
-/// [`ReauthFailure`]), for the reconciler to report.
-pub const REAUTH_ERROR_ANNOTATION: &str = "orgtokens.dev/reauth-error";
-/// Annotation on a token Secret: the nonces of the states already used, with their expiry.
-pub const USED_STATES_ANNOTATION: &str = "orgtokens.dev/used-reauth-states";
 /// How long a person has between opening the link and coming back from Salesforce.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
 /// The authorize request's prompt: a person logs in and approves, every time, so they see
 /// which user and which app they connect.
 const PROMPT: &str = "login consent";
 const COOKIE_PREFIX: &str = "sforg_reauth_";
-/// Used states remembered per org, at most (each is forgotten after its expiry anyway).
-const MAX_USED_STATES: usize = 50;
 
 /// What the callback server needs. Every field is shared by all requests.
 pub struct CallbackState<S> {
@@ -87,6 +84,8 @@ pub struct CallbackState<S> {
     pub allowlist: HostAllowlist,
     /// Revoke the refresh token that new tokens replace.
     pub revoke_superseded: bool,
+    /// The clock states and links are checked with.
+    pub clock: Clock,
 }
 
 /// The routes, under the public URL's path.
@@ -152,6 +151,7 @@ pub async fn spawn<S: Salesforce>(
     salesforce: S,
     allowlist: HostAllowlist,
     options: ServerOptions,
+    clock: Clock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Links, StartError> {
     let (ns, name) = options.key_secret;
@@ -171,6 +171,7 @@ pub async fn spawn<S: Salesforce>(
         links: links.clone(),
         allowlist,
         revoke_superseded: options.revoke_superseded,
+        clock,
     });
     info!(listen = %options.listen, callback = %links.callback_url(), "serving re-auth links");
     tokio::spawn(async move {
@@ -244,6 +245,10 @@ enum Refusal {
         "The Kubernetes API failed ({0}). Nothing was changed; open the re-auth link again in a moment."
     )]
     Kube(#[from] kube::Error),
+    #[error(
+        "The new tokens could not be stored ({0}); they were revoked and nothing was changed. Open the re-auth link again in a moment."
+    )]
+    NotStored(String),
 }
 
 impl Refusal {
@@ -296,7 +301,7 @@ impl Refusal {
                 "config",
                 "Operator not configured",
             ),
-            Refusal::Kube(_) => (
+            Refusal::Kube(_) | Refusal::NotStored(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "kubernetes",
                 "Kubernetes unavailable",
@@ -407,7 +412,7 @@ async fn begin<S: Salesforce>(
     name: &str,
     uri: &Uri,
 ) -> Result<Response, Refusal> {
-    let now = Timestamp::now().as_second();
+    let now = app.clock.unix_seconds();
     let token = query_param(uri, "t").unwrap_or_default();
     let claims: LinkClaims =
         state::verify(app.links.key(), Purpose::Link, &token, now).map_err(|e| match e {
@@ -474,33 +479,6 @@ async fn callback<S: Salesforce>(
     }
 }
 
-/// Used states in the annotation value `nonce:exp,nonce:exp`, without the expired ones.
-fn used_states(secret: Option<&Secret>, now: i64) -> Vec<(String, i64)> {
-    secret
-        .and_then(|s| s.annotations().get(USED_STATES_ANNOTATION))
-        .map(|v| {
-            v.split(',')
-                .filter_map(|pair| {
-                    let (nonce, exp) = pair.trim().split_once(':')?;
-                    Some((nonce.to_owned(), exp.parse().ok()?))
-                })
-                .filter(|(_, exp)| *exp > now)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn with_used_state(used: &[(String, i64)], nonce: &str, exp: i64) -> String {
-    let mut all: Vec<(String, i64)> = used.to_vec();
-    all.push((nonce.to_owned(), exp));
-    let skip = all.len().saturating_sub(MAX_USED_STATES);
-    all.iter()
-        .skip(skip)
-        .map(|(n, e)| format!("{n}:{e}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// A callback whose state checked out: the org it is for and its token Secret as read.
 struct Checked {
     claims: StateClaims,
@@ -542,7 +520,11 @@ async fn check_state<S: Salesforce>(
         .get_opt(&org.spec.token_secret_ref.name)
         .await
         .map_err(|e| fail(e.into()))?;
-    if used_states(current.as_ref(), now)
+    let annotations = current
+        .as_ref()
+        .map(|s| s.annotations().clone())
+        .unwrap_or_default();
+    if used_states(&annotations, now)
         .iter()
         .any(|(n, _)| *n == claims.nonce)
     {
@@ -581,11 +563,11 @@ async fn salesforce_error<S: Salesforce>(
     let description =
         classify::sanitize(&query_param(uri, "error_description").unwrap_or_default());
     let failure = callback_failure(error, &description, c.version.clone());
-    let message = decide::failure_condition(&failure, &org_label(&c.org))
+    let message = messages::failed_login(failure.reason, &failure.description, &org_label(&c.org))
         .map(|(_, m)| m)
         .unwrap_or_else(|| failure.description.clone());
     record_failure(&app.client, &c.org, &failure).await;
-    if failure.reason == AUTHORIZATION_DENIED {
+    if failure.reason == Reason::AuthorizationDenied {
         Refusal::Denied(message)
     } else {
         Refusal::SalesforceRefused(message)
@@ -621,19 +603,15 @@ async fn exchange<S: Salesforce>(
             return Err(Refusal::Unavailable(e.to_string()));
         }
     };
-    let pinned = c.org.status.as_ref().and_then(|s| s.org_id.clone());
-    if let Some(want) = c.org.spec.expected_org_id.clone().or(pinned)
-        && !decide::same_org_id(&want, &identity.org_id)
-    {
+    let seen = c.org.status.as_ref().and_then(|s| s.org_id.as_deref());
+    let expected = c.org.spec.expected_org_id.as_deref();
+    if let Err(wrong) = pinning::check(expected, seen, &identity.org_id) {
         discard(app, login, &tokens).await;
-        let full = &c.full;
-        return Err(Refusal::WrongOrg(format!(
-            "You logged in as {} to org {}, but SalesforceOrg {full} is for org {want}. Nothing \
-             was changed. Log in to the right org: open the re-auth link again and sign in as a \
-             user of org {want}. If this org is intended (a sandbox refreshed from production \
-             gets a new org id), set spec.expectedOrgId of {full} to {} to accept it \
-             deliberately, then open the re-auth link again.",
-            identity.username, identity.org_id, identity.org_id
+        return Err(Refusal::WrongOrg(messages::wrong_org_login(
+            &identity.username,
+            &wrong.got,
+            &c.full,
+            &wrong.want,
         )));
     }
     Ok((tokens, identity))
@@ -644,7 +622,7 @@ async fn finish<S: Salesforce>(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Page, (Refusal, String)> {
-    let now = Timestamp::now().as_second();
+    let now = app.clock.unix_seconds();
     let c = check_state(app, headers, uri, now).await?;
     let fail = |r: Refusal| (r, c.full.clone());
     if let Some(error) = query_param(uri, "error") {
@@ -654,7 +632,7 @@ async fn finish<S: Salesforce>(
         .filter(|code| !code.is_empty())
         .map(SecretString::new)
         .ok_or_else(|| fail(Refusal::MissingCode))?;
-    let creds = observe::web_server_credentials(&c.secrets, &c.web)
+    let creds = credentials::web_server(&c.secrets, &c.web)
         .await
         .map_err(|e| fail(Refusal::Config(e.to_string())))?
         .map_err(|m| fail(Refusal::Config(m.message)))?;
@@ -692,13 +670,13 @@ async fn finish<S: Salesforce>(
 /// The failure to record for an error redirect from Salesforce.
 fn callback_failure(error: &str, description: &str, tokens: String) -> ReauthFailure {
     let reason = if error.eq_ignore_ascii_case("access_denied") {
-        AUTHORIZATION_DENIED
+        Reason::AuthorizationDenied
     } else {
         match classify::token_error(error, description) {
             SfError::AuthorizationLost { reason, .. } if reason != LostReason::Refused => {
-                decide::lost_reason_name(reason)
+                Reason::from(reason)
             }
-            _ => AUTHORIZATION_FAILED,
+            _ => Reason::AuthorizationFailed,
         }
     };
     let description = if description.is_empty() {
@@ -707,7 +685,7 @@ fn callback_failure(error: &str, description: &str, tokens: String) -> ReauthFai
         description.to_owned()
     };
     ReauthFailure {
-        reason: reason.to_owned(),
+        reason,
         description,
         tokens,
     }
@@ -729,14 +707,15 @@ async fn exchange_refusal<S: Salesforce>(
             description,
         } => {
             let failure = ReauthFailure {
-                reason: decide::lost_reason_name(reason).to_owned(),
+                reason: Reason::from(reason),
                 description,
                 tokens: c.version.clone(),
             };
             record_failure(&app.client, &c.org, &failure).await;
-            let message = decide::failure_condition(&failure, &org_label(&c.org))
-                .map(|(_, m)| m)
-                .unwrap_or_default();
+            let message =
+                messages::failed_login(failure.reason, &failure.description, &org_label(&c.org))
+                    .map(|(_, m)| m)
+                    .unwrap_or_default();
             Refusal::SalesforceRefused(message)
         }
         SfError::HostNotAllowed(e) => Refusal::Config(format!("spec.loginUrl: {e}")),
@@ -762,7 +741,8 @@ async fn discard<S: Salesforce>(app: &CallbackState<S>, login: &str, tokens: &To
 }
 
 /// Writes the tokens and marks the state used, in one write under the Secret's
-/// resourceVersion. Returns the refresh token the new tokens replace.
+/// resourceVersion. Returns the refresh token the new tokens replace. Tokens that are not
+/// stored are revoked.
 async fn store<S: Salesforce>(
     app: &CallbackState<S>,
     c: &Checked,
@@ -770,46 +750,25 @@ async fn store<S: Salesforce>(
     tokens: &TokenResponse,
     now: i64,
 ) -> Result<Option<SecretString>, Refusal> {
+    let write = TokenWrite {
+        response: tokens,
+        client_id: &creds.client_id,
+        client_secret: creds.client_secret.as_ref(),
+        origin: Origin::Login {
+            nonce: &c.claims.nonce,
+            expires: c.claims.exp,
+            now,
+        },
+    };
+    let refusal = match token_store::store(&c.secrets, &c.org, c.current.clone(), &write).await {
+        Stored::Written { replaced, .. } => return Ok(replaced),
+        // Another replica, or a reloaded page, finished this very login first.
+        Stored::Superseded => Refusal::Replayed(c.claims.name.clone()),
+        Stored::Failed(error) => Refusal::NotStored(error),
+    };
     let login = c.org.spec.login_url.trim_end_matches('/');
-    let mut current = c.current.clone();
-    for _ in 0..3 {
-        let used = used_states(current.as_ref(), now);
-        if used.iter().any(|(n, _)| *n == c.claims.nonce) {
-            discard(app, login, tokens).await;
-            return Err(Refusal::Replayed(c.claims.name.clone()));
-        }
-        let superseded = match token_secret::read(current.as_ref()) {
-            TokenFile::Present(t) => t.refresh_token,
-            _ => None,
-        };
-        let data = token_secret::data_after(
-            current.as_ref().and_then(|s| s.data.as_ref()),
-            tokens,
-            &creds.client_id,
-            creds.client_secret.as_ref(),
-        );
-        let mut secret = token_secret::prepared(&c.org, &c.claims.ns, current.as_ref(), data);
-        secret.annotations_mut().insert(
-            USED_STATES_ANNOTATION.to_owned(),
-            with_used_state(&used, &c.claims.nonce, c.claims.exp),
-        );
-        match token_secret::save(&c.secrets, &secret).await {
-            Ok(_) => return Ok(superseded),
-            // Someone wrote first (a refresh, or another replica with this very state): look
-            // again.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                current = c.secrets.get_opt(&c.org.spec.token_secret_ref.name).await?;
-            }
-            Err(e) => {
-                discard(app, login, tokens).await;
-                return Err(e.into());
-            }
-        }
-    }
     discard(app, login, tokens).await;
-    Err(Refusal::Unavailable(
-        "the token Secret kept changing while the login was stored".into(),
-    ))
+    Err(refusal)
 }
 
 /// Records a failure for the reconciler to report, unless the org is Valid (a deliberate
@@ -818,8 +777,7 @@ async fn record_failure(client: &Client, org: &SalesforceOrg, failure: &ReauthFa
     if org.status.as_ref().and_then(|s| s.state) == Some(TokenState::Valid) {
         return;
     }
-    let value = serde_json::to_string(failure).unwrap_or_default();
-    patch_annotation(client, org, serde_json::Value::String(value)).await;
+    patch_annotation(client, org, serde_json::Value::String(failure.encode())).await;
 }
 
 async fn clear_failure(client: &Client, org: &SalesforceOrg) {
@@ -847,57 +805,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn used_states_are_pruned_and_bounded() {
-        let now = 1000;
-        let mut secret = Secret::default();
-        secret.annotations_mut().insert(
-            USED_STATES_ANNOTATION.into(),
-            "old:999,live:1600,junk,bad:x".into(),
-        );
-        let used = used_states(Some(&secret), now);
-        assert_eq!(used, vec![("live".to_owned(), 1600)]);
-        assert_eq!(with_used_state(&used, "new", 1700), "live:1600,new:1700");
-        let many: Vec<(String, i64)> = (0..60).map(|i| (format!("n{i}"), 2000)).collect();
-        let value = with_used_state(&many, "last", 2000);
-        assert_eq!(value.split(',').count(), MAX_USED_STATES);
-        assert!(value.ends_with("last:2000"));
-    }
-
-    #[test]
     fn salesforce_errors_become_reasons() {
         let cases = [
             (
                 "access_denied",
                 "end-user denied authorization",
-                AUTHORIZATION_DENIED,
+                Reason::AuthorizationDenied,
             ),
             (
                 "invalid_client",
                 "app must be installed into org",
-                "ConnectedAppNotInstalled",
+                Reason::ConnectedAppNotInstalled,
             ),
             (
                 "OAUTH_APP_BLOCKED",
                 "this app is blocked by admin",
-                "ConnectedAppBlocked",
+                Reason::ConnectedAppBlocked,
             ),
             (
                 "OAUTH_APP_ACCESS_DENIED",
                 "user is not admin approved to access this app",
-                "UserNotApproved",
+                Reason::UserNotApproved,
             ),
             (
                 "invalid_scope",
                 "the requested scope is not allowed",
-                AUTHORIZATION_FAILED,
+                Reason::AuthorizationFailed,
             ),
-            ("invalid_client", "", AUTHORIZATION_FAILED),
+            ("invalid_client", "", Reason::AuthorizationFailed),
         ];
         for (error, description, want) in cases {
             let f = callback_failure(error, description, "7".into());
             assert_eq!(f.reason, want, "{error}");
             assert_eq!(f.tokens, "7");
-            assert!(decide::failure_condition(&f, "00D").is_some(), "{error}");
+            assert!(
+                messages::failed_login(f.reason, &f.description, "00D").is_some(),
+                "{error}"
+            );
         }
     }
 

@@ -2,6 +2,8 @@
 //! `scripts/test.sh`), one namespace per test.
 
 #![allow(dead_code)]
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

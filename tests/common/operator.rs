@@ -131,6 +131,7 @@ impl Operator {
             links: links.clone(),
             allowlist: HostAllowlist::default(),
             revoke_superseded: true,
+            clock: Clock::system(),
         });
         let task = tokio::spawn(async move {
             let _ = callback::serve(listener, router, std::future::pending()).await;

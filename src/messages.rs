@@ -1,0 +1,356 @@
+//! What the operator tells people: every what-to-do message of a condition or a re-auth page,
+//! in one catalogue.
+//!
+//! Messages are written for the person who must act, and say what to do next in the way that
+//! works for this org: open the link, store tokens by hand, or wait for the next check.
+
+use crate::reasons::Reason;
+use crate::salesforce::LostReason;
+
+/// How new tokens get in place once the cause is fixed, as messages say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relogin {
+    /// A person opens the link in `status.reauth.url`.
+    Link,
+    /// A web server org, but the operator serves no links (it has no public URL).
+    Manual,
+    /// A headless flow: the operator gets a token itself.
+    Headless,
+}
+
+impl Relogin {
+    /// How an org gets new tokens: links only for web server orgs of an operator that serves
+    /// them.
+    pub fn for_org(web_server: bool, links_served: bool) -> Self {
+        match (web_server, links_served) {
+            (true, true) => Relogin::Link,
+            (true, false) => Relogin::Manual,
+            (false, _) => Relogin::Headless,
+        }
+    }
+
+    fn then(self) -> &'static str {
+        match self {
+            Relogin::Link => "open the re-auth link in status.reauth.url and log in",
+            Relogin::Manual => {
+                "log in again and store the new tokens in the Secret named by \
+                 spec.tokenSecretRef (this operator serves no re-auth links: it runs without \
+                 --public-url)"
+            }
+            Relogin::Headless => {
+                "the operator gets a new token at its next check (annotate the org with \
+                 orgtokens.dev/check-requested-at to check now)"
+            }
+        }
+    }
+}
+
+/// Why authorization is lost, and what to do about it. `org` names the org for people
+/// ("the org" before one is known); `description` is what Salesforce said.
+pub fn lost(reason: LostReason, org: &str, description: &str, relogin: Relogin) -> String {
+    let then = relogin.then();
+    let what = match reason {
+        LostReason::RefreshTokenRevoked => format!(
+            "Salesforce no longer accepts the refresh token for {org} (expired by policy, \
+             revoked, or reused after rotation): {then}."
+        ),
+        LostReason::UserInactive => format!(
+            "The Salesforce user is deactivated in {org}: reactivate it (or use another user), \
+             then {then}."
+        ),
+        LostReason::UserLocked => {
+            format!("The Salesforce user is locked out of {org}: unlock it in Setup, then {then}.")
+        }
+        LostReason::ConnectedAppNotInstalled => format!(
+            "The Connected App is not installed in {org}: install it (Setup > Connected Apps \
+             OAuth Usage > Install), then {then}."
+        ),
+        LostReason::ConnectedAppBlocked => format!(
+            "An administrator blocked the Connected App in {org}: unblock it (Setup > Connected \
+             Apps OAuth Usage), then {then}."
+        ),
+        LostReason::InvalidClientId => "Salesforce does not know this consumer key: check the \
+             client id in spec.auth (a new Connected App can take minutes to propagate)."
+            .to_owned(),
+        LostReason::InvalidClientSecret => "Salesforce refused the consumer secret: update the \
+             Secret named by clientSecretRef with the Connected App's current secret."
+            .to_owned(),
+        LostReason::UserNotApproved => format!(
+            "The user is not approved for the Connected App in {org}: pre-authorize the user's \
+             profile or permission set, then {then}."
+        ),
+        LostReason::IpRestricted => format!(
+            "Salesforce refuses logins from the operator's network for {org}: relax the \
+             Connected App's IP restrictions or add the operator's egress IPs."
+        ),
+        LostReason::InvalidAudience => "The JWT audience does not match the org type: use \
+             loginUrl https://test.salesforce.com for sandboxes and https://login.salesforce.com \
+             for production."
+            .to_owned(),
+        LostReason::NoClientCredentialsUser => "The Connected App has no run-as user for the \
+             client credentials flow: set one in the app's OAuth policies."
+            .to_owned(),
+        LostReason::Refused => format!(
+            "Salesforce refused the authorization for {org}: check the Connected App, then \
+             {then}."
+        ),
+    };
+    if description.is_empty() {
+        what
+    } else {
+        format!("{what} (Salesforce said: {description})")
+    }
+}
+
+/// Tokens of another org than the pinned one, found by a check.
+pub fn wrong_org(got: &str, want: &str, expected_set: bool, relogin: Relogin) -> String {
+    let how = if expected_set {
+        "change spec.expectedOrgId if the new org is intended"
+    } else {
+        "if this is a refreshed sandbox or an intended move, set spec.expectedOrgId to the new \
+         org id to accept it deliberately"
+    };
+    let right_org = match relogin {
+        Relogin::Headless => "connect the right org (check spec.auth and spec.loginUrl)".to_owned(),
+        r => format!("log in to the right org ({})", r.then()),
+    };
+    format!(
+        "The tokens belong to org {got} but this resource is pinned to org {want}: {right_org}, or {how}."
+    )
+}
+
+/// A login through the link that reached another org than the pinned one: nothing stored.
+pub fn wrong_org_login(username: &str, got: &str, org: &str, want: &str) -> String {
+    format!(
+        "You logged in as {username} to org {got}, but SalesforceOrg {org} is for org {want}. \
+         Nothing was changed. Log in to the right org: open the re-auth link again and sign in \
+         as a user of org {want}. If this org is intended (a sandbox refreshed from production \
+         gets a new org id), set spec.expectedOrgId of {org} to {got} to accept it \
+         deliberately, then open the re-auth link again."
+    )
+}
+
+/// The org while renewed tokens wait in memory because the token Secret refused them.
+pub fn not_persisted(error: &str) -> String {
+    format!(
+        "Salesforce issued new tokens but the token Secret could not be written ({error}). \
+         The operator keeps them in memory and writes them before it talks to Salesforce \
+         again. Let the operator update the Secret (check admission policies, RBAC and \
+         immutable: true; an immutable Secret can be deleted, the operator then writes a new \
+         one). Do not restart the operator meanwhile: with refresh token rotation the new \
+         refresh token exists only in its memory."
+    )
+}
+
+/// A token Secret the operator reads but must not rewrite.
+pub fn malformed_token_secret(problem: &str) -> String {
+    format!(
+        "The token Secret is unusable ({problem}); the operator leaves it untouched. Fix or \
+         delete it; a web server org then asks for re-authorization."
+    )
+}
+
+/// A Secret named by the spec that cannot be read.
+pub fn credentials_missing(what: &str, detail: &str, name: &str, key: &str) -> String {
+    format!(
+        "The {what} is not available: {detail}. Create it with: kubectl create secret generic \
+         {name} --from-literal={key}=..."
+    )
+}
+
+/// Salesforce could not answer.
+pub fn unavailable(detail: &str) -> String {
+    format!(
+        "Salesforce could not be reached or did not answer ({detail}); retrying with backoff. \
+         Dependent CronJobs are not paused for this."
+    )
+}
+
+/// Salesforce refused a fresh access token it had just issued.
+pub const JUST_ISSUED_TOKEN_REFUSED: &str =
+    "Salesforce refused an access token it had just issued; retrying.";
+
+/// The clocks of the node and of Salesforce disagree.
+pub fn clock_skew(detail: &str) -> String {
+    format!(
+        "{detail}. Fix the time synchronization (NTP) of the node the operator runs on; the \
+         authorization is not lost and dependent CronJobs are not paused for this."
+    )
+}
+
+/// A login host outside the allowlist.
+pub fn host_not_allowed(error: &str) -> String {
+    format!("{error}. Nothing was sent to that host.")
+}
+
+/// An unusable JWT private key.
+pub fn bad_private_key(error: &str) -> String {
+    format!(
+        "The JWT bearer private key is unusable ({error}): store a PEM RSA private key in the \
+         Secret named by spec.auth.jwtBearer.privateKeyRef."
+    )
+}
+
+/// A web server org without tokens. `link`: a link is in status.
+pub fn awaiting_authorization(link: bool) -> &'static str {
+    if link {
+        "No tokens yet: open the re-auth link in status.reauth.url and log into Salesforce; the \
+         operator stores the tokens in the Secret named by spec.tokenSecretRef."
+    } else {
+        "No tokens yet: a person has to log into Salesforce for this org; the tokens of that \
+         login go into the Secret named by spec.tokenSecretRef."
+    }
+}
+
+/// Salesforce accepts the tokens.
+pub fn valid(username: &str, org_id: &str) -> String {
+    format!("Salesforce accepts the token for {username} in org {org_id}.")
+}
+
+/// The condition reason and message of a failed login through the link; `None` for a reason
+/// a login cannot fail with.
+pub fn failed_login(reason: Reason, description: &str, org: &str) -> Option<(Reason, String)> {
+    let said = if description.is_empty() {
+        String::new()
+    } else {
+        format!(" (Salesforce said: {description})")
+    };
+    match reason {
+        Reason::AuthorizationDenied => Some((
+            reason,
+            format!(
+                "The last login through the re-auth link for {org} was denied at Salesforce: \
+                 open the link again and choose Allow.{said}"
+            ),
+        )),
+        Reason::AuthorizationFailed => Some((
+            reason,
+            format!(
+                "The last login through the re-auth link for {org} failed at Salesforce{said}: \
+                 fix what it says, then open the link again."
+            ),
+        )),
+        other => {
+            let lost_reason = other.lost()?;
+            Some((other, lost(lost_reason, org, description, Relogin::Link)))
+        }
+    }
+}
+
+/// The longest list of names in a message: Event notes may not exceed 1 KiB, and the longest
+/// prefix is under 100 characters.
+pub const MAX_NAMES_CHARS: usize = 900;
+
+/// Names for people to read, at most `max_chars` long: as many as fit, then how many more.
+/// Event notes are limited to 1 KiB, and a condition naming thousands of CronJobs helps
+/// nobody; `status.suspendedCronJobs` keeps the full list.
+pub fn name_list(names: &[String], max_chars: usize) -> String {
+    let all = names.join(", ");
+    if all.len() <= max_chars {
+        return all;
+    }
+    let mut shown = String::new();
+    let mut count = 0;
+    for name in names {
+        let separator = if count == 0 { "" } else { ", " };
+        let more = format!(" and {} more", names.len() - count - 1);
+        if shown.len() + separator.len() + name.len() + more.len() > max_chars {
+            break;
+        }
+        shown.push_str(separator);
+        shown.push_str(name);
+        count += 1;
+    }
+    if count == 0 {
+        return format!("{} CronJobs", names.len());
+    }
+    format!("{shown} and {} more", names.len() - count)
+}
+
+/// CronJobs someone resumed while the org holds them.
+pub fn resumed_by_another_writer(names: &[String]) -> String {
+    format!(
+        "Someone resumed {} while the token is expired; the operator suspends them again with \
+         backoff. Make GitOps tools ignore spec.suspend of CronJobs (see the README).",
+        name_list(names, MAX_NAMES_CHARS)
+    )
+}
+
+/// CronJobs the org holds.
+pub fn held(names: &[String]) -> String {
+    format!(
+        "Suspended until the token is valid: {}",
+        name_list(names, MAX_NAMES_CHARS)
+    )
+}
+
+/// Nothing held any more.
+pub const NONE_HELD: &str = "No CronJob is suspended by this org.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_lists_are_bounded() {
+        let names: Vec<String> = (0..2000).map(|i| format!("backup-{i:04}")).collect();
+        assert_eq!(
+            name_list(&names[..3], 100),
+            "backup-0000, backup-0001, backup-0002"
+        );
+        let long = name_list(&names, 100);
+        assert!(long.len() <= 100, "{long}");
+        assert!(long.starts_with("backup-0000, backup-0001"), "{long}");
+        let shown = long.matches("backup-").count();
+        assert!(
+            long.ends_with(&format!(" and {} more", 2000 - shown)),
+            "{long}"
+        );
+        assert_eq!(name_list(&names, 5), "2000 CronJobs");
+        assert_eq!(name_list(&[], 10), "");
+    }
+
+    #[test]
+    fn every_login_failure_has_a_message() {
+        for reason in [
+            Reason::AuthorizationDenied,
+            Reason::AuthorizationFailed,
+            Reason::ConnectedAppNotInstalled,
+            Reason::ConnectedAppBlocked,
+            Reason::UserNotApproved,
+            Reason::AuthorizationRefused,
+        ] {
+            let (got, message) =
+                failed_login(reason, "said", "00D").unwrap_or((Reason::NoneHeld, String::new()));
+            assert_eq!(got, reason);
+            assert!(
+                message.contains("00D") || message.contains("said"),
+                "{message}"
+            );
+        }
+        assert_eq!(failed_login(Reason::TokenValid, "", "00D"), None);
+        assert!(
+            failed_login(Reason::ConnectedAppNotInstalled, "", "00D")
+                .is_some_and(|(_, m)| m.contains("install it") && m.contains("status.reauth.url"))
+        );
+    }
+
+    #[test]
+    fn messages_promise_a_link_only_when_there_is_one() {
+        for (relogin, want, not) in [
+            (Relogin::Link, "status.reauth.url", "--public-url"),
+            (Relogin::Manual, "--public-url", "status.reauth.url"),
+            (Relogin::Headless, "next check", "status.reauth.url"),
+        ] {
+            for message in [
+                lost(LostReason::RefreshTokenRevoked, "00D", "", relogin),
+                lost(LostReason::ConnectedAppNotInstalled, "00D", "", relogin),
+            ] {
+                assert!(message.contains(want), "{relogin:?}: {message}");
+                assert!(!message.contains(not), "{relogin:?}: {message}");
+            }
+        }
+        assert!(wrong_org("a", "b", false, Relogin::Headless).contains("spec.auth"));
+        assert!(wrong_org("a", "b", true, Relogin::Link).contains("spec.expectedOrgId"));
+    }
+}

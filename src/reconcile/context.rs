@@ -1,0 +1,163 @@
+//! What reconciles share: settings, the clients, and what the process remembers between
+//! reconciles (the last check of each org, tokens the Secret refused, re-assertion backoff).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+
+use super::decide::Memo;
+use super::exchange::Unpersisted;
+use crate::callback::Links;
+use crate::clock::Clock;
+use crate::dependents;
+use crate::events::Recorder;
+use crate::salesforce::allowlist::HostAllowlist;
+
+/// Operator-wide settings for reconciling.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Refresh a web server org's token at least this often, even when the access token still
+    /// works, so that an "expire if unused" policy never kills the refresh token.
+    pub keepalive: Duration,
+    /// Hosts that may receive credentials.
+    pub allowlist: HostAllowlist,
+    /// Re-auth links for status, when the operator has a public URL for its callback server.
+    pub reauth: Option<Links>,
+    /// The clock decisions are made with (the system clock; shifted only to rehearse skew).
+    pub clock: Clock,
+    /// Renewed tokens the token Secret refused. Clones share them, so they outlive a
+    /// controller: a leader that steps down during an API server outage and leads again
+    /// still writes them before it talks to Salesforce.
+    pub held: HeldTokens,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            keepalive: Duration::from_secs(24 * 3600),
+            allowlist: HostAllowlist::default(),
+            reauth: None,
+            clock: Clock::system(),
+            held: HeldTokens::default(),
+        }
+    }
+}
+
+/// Tokens Salesforce issued that the token Secret refused, by org uid, for as long as the
+/// process lives. Cheap to clone; clones share.
+#[derive(Clone, Default)]
+pub struct HeldTokens(Arc<Mutex<HashMap<String, Unpersisted>>>);
+
+impl HeldTokens {
+    /// The uids of the orgs whose tokens are held.
+    pub fn orgs(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|held| held.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The tokens held for an org.
+    pub fn get(&self, uid: &str) -> Option<Unpersisted> {
+        self.0.lock().ok()?.get(uid).cloned()
+    }
+
+    /// Holds tokens for an org.
+    pub fn hold(&self, uid: &str, tokens: Unpersisted) {
+        if let Ok(mut held) = self.0.lock() {
+            held.insert(uid.to_owned(), tokens);
+        }
+    }
+
+    /// Lets go of an org's tokens (stored, superseded, or the org is gone).
+    pub fn release(&self, uid: &str) {
+        if let Ok(mut held) = self.0.lock() {
+            held.remove(uid);
+        }
+    }
+
+    /// Records another failed write of held tokens; returns how many writes have failed.
+    pub fn write_failed(&self, uid: &str, error: &str) -> u32 {
+        let Ok(mut held) = self.0.lock() else {
+            return 1;
+        };
+        match held.get_mut(uid) {
+            Some(tokens) => {
+                tokens.attempts = tokens.attempts.saturating_add(1);
+                tokens.error = error.to_owned();
+                tokens.attempts
+            }
+            None => 1,
+        }
+    }
+}
+
+impl std::fmt::Debug for HeldTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens: how many orgs wait is all there is to say.
+        let held = self.0.lock().map(|held| held.len()).unwrap_or_default();
+        write!(f, "HeldTokens({held} orgs)")
+    }
+}
+
+/// Shared state of the reconciler.
+pub struct Context<S> {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The Salesforce client.
+    pub salesforce: S,
+    /// Settings.
+    pub settings: Settings,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// The last check of each org (by uid), so status writes and watch echoes do not cause
+    /// extra Salesforce calls.
+    memos: Mutex<HashMap<String, Memo>>,
+    /// Re-assertions of holds against other writers, for their backoff.
+    pub dependents: dependents::Tracker,
+}
+
+impl<S> Context<S> {
+    /// A context for the controller.
+    pub fn new(client: Client, salesforce: S, settings: Settings, recorder: Recorder) -> Self {
+        Self {
+            client,
+            salesforce,
+            settings,
+            recorder,
+            memos: Mutex::default(),
+            dependents: dependents::Tracker::default(),
+        }
+    }
+
+    /// The last check of an org.
+    pub fn memo(&self, uid: &str) -> Option<Memo> {
+        self.memos.lock().ok()?.get(uid).cloned()
+    }
+
+    /// Remembers a check.
+    pub fn remember(&self, uid: &str, memo: Memo) {
+        if let Ok(mut memos) = self.memos.lock() {
+            memos.insert(uid.to_owned(), memo);
+        }
+    }
+
+    /// Forgets a deleted org.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut memos) = self.memos.lock() {
+            memos.remove(uid);
+        }
+        self.settings.held.release(uid);
+    }
+
+    /// When this process last checked each org against Salesforce, by uid (for metrics).
+    pub fn last_checks(&self) -> HashMap<String, Timestamp> {
+        self.memos
+            .lock()
+            .map(|memos| memos.iter().map(|(uid, m)| (uid.clone(), m.at)).collect())
+            .unwrap_or_default()
+    }
+}

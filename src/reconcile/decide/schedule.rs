@@ -1,0 +1,156 @@
+//! When to ask Salesforce: at the org's interval (jittered per org), at once when its spec,
+//! tokens or a person's request changed, with backoff after failures, and never while renewed
+//! tokens wait in memory.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::verdict::{FlowKind, Verdict};
+use super::{Gathered, HeldTokensState};
+use crate::messages;
+use crate::reasons::{Misconfiguration, Reason};
+use crate::token_secret::TokenFile;
+
+/// What makes a new check due before its interval: a spec change, new tokens, or a person
+/// asking for one.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The token Secret's resourceVersion.
+    pub secret_version: Option<String>,
+    /// The check-request annotation's value.
+    pub check_request: Option<String>,
+}
+
+/// What the operator remembers (in memory) of its last check of an org.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memo {
+    /// When the check ended.
+    pub at: Timestamp,
+    /// What it was checked against.
+    pub fingerprint: Fingerprint,
+    /// Consecutive transient failures, for backoff.
+    pub failures: u32,
+    /// What the check found, so that a reconcile retried after a failed write (a conflict on
+    /// a CronJob, an API hiccup) still acts on it without asking Salesforce again.
+    pub verdict: Option<Verdict>,
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to ask Salesforce; this is what the org is.
+    Settle(Verdict),
+    /// Ask Salesforce.
+    Check(CheckKind),
+    /// Nothing changed and no check is due for this long.
+    Wait(Duration),
+    /// Renewed tokens wait in memory because the token Secret refused them: this is what the
+    /// org is, Salesforce is not asked, and the write is tried again after this long.
+    Held(Verdict, Duration),
+}
+
+/// Which Salesforce conversation a check is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Validate the access token; refresh (web server) or mint (headless) when it is dead.
+    /// With `renew_first`, get a new access token before validating (none stored, or the
+    /// refresh token needs exercising).
+    Validate {
+        /// Renew before validating.
+        renew_first: bool,
+    },
+}
+
+/// The longest wait between writes of tokens held in memory: they are the only copy, and a
+/// write is cheap.
+const HELD_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Decides whether to ask Salesforce.
+pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
+    if let HeldTokensState::StillRefused { error, attempts } = &g.held {
+        let wait = backoff(*attempts).min(HELD_RETRY_MAX);
+        return Plan::Held(Verdict::not_persisted(error), wait);
+    }
+    let flow = match &g.flow {
+        Ok(flow) => *flow,
+        Err(m) => return Plan::Settle(Verdict::Misconfigured(m.clone())),
+    };
+    let tokens = match &g.tokens {
+        TokenFile::Malformed(problem) => {
+            return Plan::Settle(Verdict::Misconfigured(Misconfiguration::new(
+                Reason::TokenSecretMalformed,
+                messages::malformed_token_secret(problem),
+            )));
+        }
+        TokenFile::Missing if flow == FlowKind::WebServer => {
+            return Plan::Settle(Verdict::AwaitingAuthorization);
+        }
+        TokenFile::Missing => None,
+        TokenFile::Present(t) => Some(t),
+    };
+    if let Some(memo) = &g.memo
+        && memo.fingerprint == g.fingerprint
+    {
+        let wait = if memo.failures > 0 {
+            backoff(memo.failures)
+        } else {
+            g.interval
+        };
+        let elapsed = Duration::try_from(now.duration_since(memo.at)).unwrap_or_default();
+        if elapsed < wait {
+            return Plan::Wait(wait - elapsed);
+        }
+    }
+    let has_access = tokens.is_some_and(|t| t.access_token.is_some());
+    let stale = tokens.and_then(|t| t.issued_at_ms).is_some_and(|ms| {
+        let age_ms = now.as_millisecond().saturating_sub(ms);
+        age_ms > 0 && (age_ms as u128) > g.keepalive.as_millis()
+    });
+    let can_refresh = tokens.is_some_and(|t| t.refresh_token.is_some());
+    let renew_first = !has_access || (flow == FlowKind::WebServer && stale && can_refresh);
+    Plan::Check(CheckKind::Validate { renew_first })
+}
+
+/// Whether a person asked for this check: a new check-request annotation value since the
+/// last check this process made.
+pub fn requested(g: &Gathered) -> bool {
+    g.memo.as_ref().is_some_and(|m| {
+        g.fingerprint.check_request.is_some()
+            && m.fingerprint.check_request != g.fingerprint.check_request
+    })
+}
+
+/// Backoff after consecutive transient failures: 5s, 10s, 20s ... at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    crate::backoff::exponential(
+        Duration::from_secs(5),
+        failures.saturating_sub(1),
+        Duration::from_secs(300),
+    )
+}
+
+/// A per-org jitter of up to a tenth of the interval, stable across restarts, so thousands
+/// of orgs created together do not check together.
+pub fn jittered(interval: Duration, uid: &str) -> Duration {
+    // FNV-1a: tiny, stable, and good enough to spread orgs.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in uid.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let tenth = interval.as_millis() as u64 / 10;
+    let extra = if tenth == 0 { 0 } else { h % tenth };
+    interval.saturating_sub(Duration::from_millis(tenth / 2)) + Duration::from_millis(extra)
+}
+
+/// How long until the next reconcile of an org after a verdict.
+pub fn requeue_after(verdict: &Verdict, failures: u32, interval: Duration) -> Duration {
+    match verdict {
+        Verdict::Unavailable { .. } => backoff(failures.max(1)),
+        Verdict::RetrySoon => Duration::from_secs(2),
+        _ => interval,
+    }
+}

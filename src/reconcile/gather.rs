@@ -1,0 +1,147 @@
+//! One read pass over what a reconcile decides on: the spec in its checked form, the
+//! credentials and token Secrets it names, what the callback recorded, what this process
+//! remembers, and the link facts. The org's CronJobs are read by [`cronjobs`], only when the
+//! decision touches them.
+
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::decide::{self, FlowKind, Gathered, HeldTokensState, LinkFacts, Memo};
+use super::{CHECK_ANNOTATION, Error, Settings};
+use crate::crd::{AuthFlow, SalesforceOrg};
+use crate::credentials;
+use crate::dependents::{self, CronJobView, Tracker};
+use crate::reasons::{Misconfiguration, Reason};
+use crate::reauth_record::ReauthFailure;
+use crate::token_secret;
+
+/// Reads everything the decision needs about `org` (uid `uid`) but its CronJobs.
+pub async fn org(
+    secrets: &Api<Secret>,
+    settings: &Settings,
+    org: &SalesforceOrg,
+    uid: &str,
+    memo: Option<Memo>,
+    held: HeldTokensState,
+    now: Timestamp,
+) -> Result<Gathered, Error> {
+    let token_secret = secrets
+        .get_opt(&org.spec.token_secret_ref.name)
+        .await
+        .map_err(Error::ReadSecrets)?;
+    let tokens = token_secret::read(token_secret.as_ref());
+    let fingerprint = decide::Fingerprint {
+        generation: org.metadata.generation,
+        secret_version: token_secret
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone()),
+        check_request: org.annotations().get(CHECK_ANNOTATION).cloned(),
+    };
+    let spec_flow = org.spec.auth.flow();
+    let web_server = matches!(spec_flow, Ok(AuthFlow::WebServer(_)));
+    let status = org.status.clone().unwrap_or_default();
+    let (flow, credentials, interval) = match checked_spec(settings, org) {
+        Err(m) => (Err(m), None, crate::crd::DEFAULT_CHECK_INTERVAL),
+        Ok((flow, interval)) => {
+            let kind = flow_kind(&flow);
+            match credentials::read(secrets, flow)
+                .await
+                .map_err(Error::ReadSecrets)?
+            {
+                Ok(c) => (Ok(kind), Some(c), interval),
+                Err(m) => (Err(m), None, interval),
+            }
+        }
+    };
+    Ok(Gathered {
+        name: org.name_any(),
+        generation: org.metadata.generation,
+        expected_org_id: org.spec.expected_org_id.clone(),
+        web_server,
+        link: link_facts(settings, org, uid, &status, web_server, now),
+        status,
+        flow,
+        credentials,
+        token_secret,
+        tokens,
+        fingerprint,
+        interval: decide::jittered(interval, uid),
+        keepalive: settings.keepalive,
+        reauth_failure: ReauthFailure::read(org.annotations()),
+        memo,
+        held,
+    })
+}
+
+/// The spec's flow and interval, and its login host checked against the allowlist.
+fn checked_spec(
+    settings: &Settings,
+    org: &SalesforceOrg,
+) -> Result<(AuthFlow, std::time::Duration), Misconfiguration> {
+    let invalid =
+        |e: &dyn std::fmt::Display| Misconfiguration::new(Reason::InvalidSpec, e.to_string());
+    let flow = org.spec.auth.flow().map_err(|e| invalid(&e))?;
+    let interval = org.spec.check_interval().map_err(|e| invalid(&e))?;
+    settings.allowlist.check(&org.spec.login_url).map_err(|e| {
+        Misconfiguration::new(Reason::HostNotAllowed, format!("spec.loginUrl: {e}"))
+    })?;
+    Ok((flow, interval))
+}
+
+fn flow_kind(flow: &AuthFlow) -> FlowKind {
+    match flow {
+        AuthFlow::WebServer(_) => FlowKind::WebServer,
+        AuthFlow::JwtBearer(_) => FlowKind::JwtBearer,
+        AuthFlow::ClientCredentials(_) => FlowKind::ClientCredentials,
+    }
+}
+
+fn link_facts(
+    settings: &Settings,
+    org: &SalesforceOrg,
+    uid: &str,
+    status: &crate::crd::SalesforceOrgStatus,
+    web_server: bool,
+    now: Timestamp,
+) -> LinkFacts {
+    let Some(links) = settings.reauth.as_ref() else {
+        return LinkFacts::default();
+    };
+    let ns = org.namespace().unwrap_or_default();
+    let name = org.name_any();
+    LinkFacts {
+        served: true,
+        verifies: status
+            .reauth
+            .as_ref()
+            .is_some_and(|link| links.verifies(link, &ns, &name, uid, now)),
+        fresh: web_server.then(|| links.issue(&ns, &name, uid, now)),
+    }
+}
+
+/// The CronJobs of the org's namespace as the dependents rule sees them. With `release_all`
+/// (deletion) none counts as selected, so every hold is let go.
+pub async fn cronjobs(
+    client: &Client,
+    tracker: &Tracker,
+    org: &SalesforceOrg,
+    uid: &str,
+    release_all: bool,
+) -> Result<Vec<CronJobView>, Error> {
+    let ns = org.namespace().unwrap_or_default();
+    let api: Api<CronJob> = Api::namespaced(client.clone(), &ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ReadCronJobs)?;
+    Ok(dependents::views(
+        uid,
+        org.spec.dependents.as_ref(),
+        &list.items,
+        tracker,
+        release_all,
+    ))
+}
