@@ -150,6 +150,17 @@ pub fn malformed_token_secret(problem: &str) -> String {
     )
 }
 
+/// A token Secret that belongs to something else.
+pub fn token_secret_not_owned(secret: &str, org: &str) -> String {
+    format!(
+        "The Secret {secret} named by spec.tokenSecretRef exists but does not belong to this \
+         SalesforceOrg (no owner reference to it and no label orgtokens.dev/org={org}), so the \
+         operator neither reads nor writes it. Point spec.tokenSecretRef at a name that is not \
+         taken (the operator creates that Secret), or hand this Secret over deliberately: \
+         kubectl label secret {secret} orgtokens.dev/org={org} app.kubernetes.io/managed-by=sforg-operator"
+    )
+}
+
 /// A Secret named by the spec that cannot be read.
 pub fn credentials_missing(what: &str, detail: &str, name: &str, key: &str) -> String {
     format!(

@@ -177,6 +177,37 @@ pub fn data_after(
     data
 }
 
+/// Whose a token Secret is, as far as the operator may write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// There is no Secret: the operator creates it.
+    Missing,
+    /// Owned by this org (owner reference with its uid), or handed over by a person with the
+    /// label `orgtokens.dev/org=<org name>` (how tokens brought by hand are documented).
+    Ours,
+    /// Anything else: the operator neither reads nor writes it.
+    NotOurs,
+}
+
+/// Whose `secret` is for the org `org_name` with uid `org_uid`.
+pub fn ownership(secret: Option<&Secret>, org_name: &str, org_uid: &str) -> Ownership {
+    let Some(secret) = secret else {
+        return Ownership::Missing;
+    };
+    let owned = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == org_uid);
+    let handed_over = secret.labels().get(ORG_LABEL).map(String::as_str) == Some(org_name);
+    if owned || handed_over {
+        Ownership::Ours
+    } else {
+        Ownership::NotOurs
+    }
+}
+
 /// The labels of an org's token Secret.
 pub fn labels(org: &SalesforceOrg) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -299,6 +330,56 @@ mod tests {
             if let TokenFile::Malformed(m) = got {
                 assert!(!m.contains("5Aep") && !m.contains("00D!AQ"), "{m}");
             }
+        }
+    }
+
+    #[test]
+    fn only_our_secrets_are_ours() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owned_by = |uid: &str| {
+            let mut s = Secret::default();
+            s.metadata.owner_references = Some(vec![OwnerReference {
+                uid: uid.into(),
+                ..Default::default()
+            }]);
+            s
+        };
+        let labelled = |org: &str| {
+            let mut s = Secret::default();
+            s.labels_mut().insert(ORG_LABEL.into(), org.into());
+            s
+        };
+        // (what, Secret, ownership)
+        let cases = [
+            ("none yet", None, Ownership::Missing),
+            (
+                "created for this org",
+                Some(owned_by("uid-1")),
+                Ownership::Ours,
+            ),
+            (
+                "owned by another org",
+                Some(owned_by("uid-2")),
+                Ownership::NotOurs,
+            ),
+            (
+                "handed over by label",
+                Some(labelled("acme")),
+                Ownership::Ours,
+            ),
+            (
+                "labelled for another org",
+                Some(labelled("beta")),
+                Ownership::NotOurs,
+            ),
+            (
+                "someone else's Secret",
+                Some(Secret::default()),
+                Ownership::NotOurs,
+            ),
+        ];
+        for (what, secret, want) in cases {
+            assert_eq!(ownership(secret.as_ref(), "acme", "uid-1"), want, "{what}");
         }
     }
 

@@ -19,8 +19,9 @@ use kube::api::{Api, PostParams};
 use crate::crd::SalesforceOrg;
 use crate::reauth_record::{USED_STATES_ANNOTATION, used_states, with_used_state};
 use crate::salesforce::TokenResponse;
+use crate::salesforce::allowlist::{HostAllowlist, HostError};
 use crate::secret::SecretString;
-use crate::token_secret::{self, TokenFile};
+use crate::token_secret::{self, Ownership, TokenFile};
 
 /// Writes made before giving up on a Secret that keeps changing.
 const ATTEMPTS: usize = 3;
@@ -37,6 +38,9 @@ pub struct TokenWrite<'a> {
     pub client_secret: Option<&'a SecretString>,
     /// Why they are written.
     pub origin: Origin<'a>,
+    /// Hosts that may receive credentials: a backup job reading the Secret sends its token to
+    /// the stored `instance_url`, so one outside the allowlist is never stored.
+    pub allowlist: &'a HostAllowlist,
 }
 
 /// Where tokens come from, which decides when a concurrent write wins over them.
@@ -72,6 +76,10 @@ pub enum Stored {
     /// Another writer won: newer tokens (a renewal) or this very login (a replayed state).
     /// Nothing was written.
     Superseded,
+    /// The Secret belongs to something else; nothing was written.
+    NotOwned,
+    /// Salesforce named an API host outside the allowlist; nothing was written.
+    HostNotAllowed(HostError),
     /// The API server refused the write (its words, bounded; never a token).
     Failed(String),
 }
@@ -111,9 +119,16 @@ pub async fn store(
     mut current: Option<Secret>,
     write: &TokenWrite<'_>,
 ) -> Stored {
+    if let Err(e) = write.allowlist.check(&write.response.instance_url) {
+        return Stored::HostNotAllowed(e);
+    }
     let ns = secrets_namespace(org);
     let name = &org.spec.token_secret_ref.name;
+    let uid = org.uid().unwrap_or_default();
     for attempt in 0..ATTEMPTS {
+        if token_secret::ownership(current.as_ref(), &org.name_any(), &uid) == Ownership::NotOurs {
+            return Stored::NotOwned;
+        }
         if !still_applies(&write.origin, current.as_ref(), attempt > 0) {
             return Stored::Superseded;
         }

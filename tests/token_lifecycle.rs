@@ -479,3 +479,76 @@ async fn a_login_host_outside_the_allowlist_receives_nothing() {
         "tokens untouched"
     );
 }
+
+#[tokio::test]
+async fn a_secret_that_is_not_ours_is_neither_read_nor_written() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+    let op = Operator::start("notours").await;
+    // Someone else's Secret, with a refresh token of its own, named by the org.
+    let theirs = op.seed_tokens("unused", "nobody").await;
+    let precious: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "precious"},
+        "stringData": {
+            "refresh_token": theirs.refresh_token.clone().unwrap_or_default(),
+            "note": "belongs to another team",
+        },
+    }))
+    .unwrap();
+    let created = op
+        .secrets()
+        .create(&PostParams::default(), &precious)
+        .await
+        .unwrap();
+    op.ensure_app_secret().await;
+    op.create_org(
+        "acme",
+        json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": op.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "precious"},
+        }),
+    )
+    .await;
+    let calls = op.sim.control().call_counts();
+    let org = op
+        .wait_state("acme", TokenState::Unknown, Some("TokenSecretNotOwned"))
+        .await;
+    let ready = org
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .unwrap();
+    assert!(
+        ready
+            .message
+            .contains("kubectl label secret precious orgtokens.dev/org=acme"),
+        "{}",
+        ready.message
+    );
+    op.request_check("acme").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = op.secrets().get("precious").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, created.metadata.resource_version,
+        "nothing written"
+    );
+    assert!(after.metadata.labels.is_none(), "not relabelled");
+    assert_eq!(
+        op.sim.control().call_counts().endpoint(Endpoint::Token),
+        calls.endpoint(Endpoint::Token),
+        "its refresh token was never used"
+    );
+    // Handed over deliberately: the org takes it from there.
+    let label = json!({"metadata": {"labels": {
+        "orgtokens.dev/org": "acme", "app.kubernetes.io/managed-by": "sforg-operator"}}});
+    op.secrets()
+        .patch(
+            "precious",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await
+        .unwrap();
+    op.wait_state("acme", TokenState::Valid, None).await;
+}

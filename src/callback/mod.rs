@@ -759,11 +759,17 @@ async fn store<S: Salesforce>(
             expires: c.claims.exp,
             now,
         },
+        allowlist: &app.allowlist,
     };
     let refusal = match token_store::store(&c.secrets, &c.org, c.current.clone(), &write).await {
         Stored::Written { replaced, .. } => return Ok(replaced),
         // Another replica, or a reloaded page, finished this very login first.
         Stored::Superseded => Refusal::Replayed(c.claims.name.clone()),
+        Stored::NotOwned => Refusal::Config(messages::token_secret_not_owned(
+            &c.org.spec.token_secret_ref.name,
+            &c.org.name_any(),
+        )),
+        Stored::HostNotAllowed(e) => Refusal::Config(format!("instance_url: {e}")),
         Stored::Failed(error) => Refusal::NotStored(error),
     };
     let login = c.org.spec.login_url.trim_end_matches('/');

@@ -21,6 +21,7 @@ use super::decide::held::{self, HeldPlan};
 use super::decide::{CheckKind, CheckResult, Exchanged, Gathered, HeldTokensState};
 use crate::crd::SalesforceOrg;
 use crate::credentials::Credentials;
+use crate::salesforce::allowlist::HostAllowlist;
 use crate::salesforce::{
     Identity, LostReason, Salesforce, SfError, TokenResponse, TransientReason,
 };
@@ -62,12 +63,21 @@ fn transient(detail: &str) -> SfError {
     }
 }
 
+/// Where renewed tokens go: the org's token Secret, or memory while it refuses them.
+pub struct TokenSink<'a> {
+    /// The Secrets of the org's namespace.
+    pub secrets: &'a Api<Secret>,
+    /// Tokens held in memory.
+    pub held: &'a HeldTokens,
+    /// Hosts a stored `instance_url` may name.
+    pub allowlist: &'a HostAllowlist,
+}
+
 /// Runs one check of a gathered org: validate the access token, renewing it first or when it
 /// is dead.
 pub async fn run<S: Salesforce>(
     salesforce: &S,
-    secrets: &Api<Secret>,
-    held: &HeldTokens,
+    sink: &TokenSink<'_>,
     org: &SalesforceOrg,
     g: &Gathered,
     kind: CheckKind,
@@ -103,7 +113,7 @@ pub async fn run<S: Salesforce>(
     let mut renew_now = renew_first || access.is_none();
     loop {
         if renew_now {
-            match renew(salesforce, secrets, held, org, g, creds).await {
+            match renew(salesforce, sink, org, g, creds).await {
                 Renewal::Stored {
                     access: a,
                     instance_url,
@@ -140,8 +150,7 @@ pub async fn run<S: Salesforce>(
 /// Gets a new access token (refresh or mint) and stores it before anything uses it.
 async fn renew<S: Salesforce>(
     salesforce: &S,
-    secrets: &Api<Secret>,
-    held: &HeldTokens,
+    sink: &TokenSink<'_>,
     org: &SalesforceOrg,
     g: &Gathered,
     creds: &Credentials,
@@ -186,8 +195,9 @@ async fn renew<S: Salesforce>(
         client_id: creds.client_id(),
         client_secret: creds.client_secret(),
         origin: Origin::Renewal { replaces },
+        allowlist: sink.allowlist,
     };
-    match token_store::store(secrets, org, g.token_secret.clone(), &write).await {
+    match token_store::store(sink.secrets, org, g.token_secret.clone(), &write).await {
         Stored::Written { version, .. } => {
             info!(org = %org.name_any(), namespace = ?org.namespace(), rotated, "stored a new access token");
             Renewal::Stored {
@@ -200,9 +210,15 @@ async fn renew<S: Salesforce>(
             reason: TransientReason::ConcurrentRefresh,
             detail: "newer tokens were stored while this refresh ran".into(),
         }),
+        // The old tokens stay: nothing names a host outside the allowlist.
+        Stored::HostNotAllowed(e) => Renewal::Refused(SfError::HostNotAllowed(e)),
+        // The Secret changed hands since it was read; the next reconcile reports it.
+        Stored::NotOwned => {
+            Renewal::Refused(transient("the token Secret no longer belongs to this org"))
+        }
         Stored::Failed(error) => {
             warn!(org = %org.name_any(), namespace = ?org.namespace(), rotated, %error, "Salesforce issued new tokens but the token Secret refused them; keeping them in memory");
-            held.hold(
+            sink.held.hold(
                 &org.uid().unwrap_or_default(),
                 Unpersisted {
                     response,
@@ -222,11 +238,15 @@ async fn renew<S: Salesforce>(
 /// working refresh token, and a refresh with the one in the Secret would be a reuse that
 /// revokes the grant.
 pub async fn flush_held(
-    secrets: &Api<Secret>,
-    held: &HeldTokens,
+    sink: &TokenSink<'_>,
     org: &SalesforceOrg,
     uid: &str,
 ) -> Result<HeldTokensState, Error> {
+    let TokenSink {
+        secrets,
+        held,
+        allowlist,
+    } = *sink;
     let Some(tokens) = held.get(uid) else {
         return Ok(HeldTokensState::None);
     };
@@ -255,6 +275,7 @@ pub async fn flush_held(
                 origin: Origin::Renewal {
                     replaces: tokens.replaced.as_ref(),
                 },
+                allowlist,
             };
             token_store::store(secrets, org, current, &write).await
         }
@@ -270,6 +291,12 @@ pub async fn flush_held(
         Stored::Superseded => {
             held.release(uid);
             info!(org = %name, "newer tokens were stored while ours waited; dropping ours");
+            HeldTokensState::Superseded
+        }
+        // Never stored: the Secret belongs to something else, or the host is not allowed.
+        Stored::NotOwned | Stored::HostNotAllowed(_) => {
+            held.release(uid);
+            warn!(org = %name, "dropping tokens held in memory that may not be stored");
             HeldTokensState::Superseded
         }
         Stored::Failed(error) => {

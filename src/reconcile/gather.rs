@@ -14,6 +14,7 @@ use super::{CHECK_ANNOTATION, Error, Settings};
 use crate::crd::{AuthFlow, SalesforceOrg};
 use crate::credentials;
 use crate::dependents::{self, CronJobView, Tracker};
+use crate::messages;
 use crate::reasons::{Misconfiguration, Reason};
 use crate::reauth_record::ReauthFailure;
 use crate::token_secret;
@@ -32,7 +33,14 @@ pub async fn org(
         .get_opt(&org.spec.token_secret_ref.name)
         .await
         .map_err(Error::ReadSecrets)?;
-    let tokens = token_secret::read(token_secret.as_ref());
+    let ownership = token_secret::ownership(token_secret.as_ref(), &org.name_any(), uid);
+    let not_ours = ownership == token_secret::Ownership::NotOurs;
+    // Someone else's Secret is neither read nor written (nor its refresh token revoked).
+    let tokens = if not_ours {
+        token_secret::TokenFile::Missing
+    } else {
+        token_secret::read(token_secret.as_ref())
+    };
     let fingerprint = decide::Fingerprint {
         generation: org.metadata.generation,
         secret_version: token_secret
@@ -43,7 +51,15 @@ pub async fn org(
     let spec_flow = org.spec.auth.flow();
     let web_server = matches!(spec_flow, Ok(AuthFlow::WebServer(_)));
     let status = org.status.clone().unwrap_or_default();
-    let (flow, credentials, interval) = match checked_spec(settings, org) {
+    let checked = checked_spec(settings, org).and_then(|spec| {
+        if not_ours {
+            let message =
+                messages::token_secret_not_owned(&org.spec.token_secret_ref.name, &org.name_any());
+            return Err(Misconfiguration::new(Reason::TokenSecretNotOwned, message));
+        }
+        Ok(spec)
+    });
+    let (flow, credentials, interval) = match checked {
         Err(m) => (Err(m), None, crate::crd::DEFAULT_CHECK_INTERVAL),
         Ok((flow, interval)) => {
             let kind = flow_kind(&flow);

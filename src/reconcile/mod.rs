@@ -129,15 +129,19 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
         Api::namespaced(ctx.client.clone(), &org.namespace().unwrap_or_default());
     let settings = &ctx.settings;
 
+    let sink = exchange::TokenSink {
+        secrets: &secrets,
+        held: &settings.held,
+        allowlist: &settings.allowlist,
+    };
     // Tokens the Secret refused earlier go in first (see `exchange::flush_held`).
-    let held = exchange::flush_held(&secrets, &settings.held, org, &uid).await?;
+    let held = exchange::flush_held(&sink, org, &uid).await?;
     let now = settings.clock.now();
     let gathered = gather::org(&secrets, settings, org, &uid, ctx.memo(&uid), held, now).await?;
     let plan = decide::plan(&gathered, now);
     let exchanged = match plan {
         Plan::Check(kind) => {
-            let sf = &ctx.salesforce;
-            Some(exchange::run(sf, &secrets, &settings.held, org, &gathered, kind).await)
+            Some(exchange::run(&ctx.salesforce, &sink, org, &gathered, kind).await)
         }
         _ => None,
     };

@@ -123,6 +123,8 @@ fn answer(
 /// Salesforce's side: a refresh returns `new-at`; userinfo accepts any token but `dead-at`.
 struct FakeSalesforce {
     log: Log,
+    /// The API host a refresh names.
+    instance_url: &'static str,
 }
 
 fn identity() -> Identity {
@@ -152,7 +154,7 @@ impl Salesforce for FakeSalesforce {
         Ok(TokenResponse {
             access_token: SecretString::new("new-at"),
             refresh_token: None,
-            instance_url: "https://acme.my.salesforce.com".into(),
+            instance_url: self.instance_url.into(),
             id: "https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA".into(),
             issued_at: Some("1800000000000".into()),
         })
@@ -217,6 +219,10 @@ fn token_secret(access: &str) -> Secret {
             name: Some("acme-token".into()),
             namespace: Some("ns".into()),
             resource_version: Some("1".into()),
+            labels: Some(BTreeMap::from([(
+                token_secret::ORG_LABEL.to_owned(),
+                "acme".to_owned(),
+            )])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([
@@ -238,7 +244,10 @@ fn context(api: Arc<Mutex<ApiState>>, log: &Log) -> Context<FakeSalesforce> {
         instance: None,
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let salesforce = FakeSalesforce { log: log.clone() };
+    let salesforce = FakeSalesforce {
+        log: log.clone(),
+        instance_url: "https://acme.my.salesforce.com",
+    };
     Context::new(client, salesforce, Settings::default(), recorder)
 }
 
@@ -275,6 +284,41 @@ async fn a_renewed_token_is_stored_before_it_is_used() {
         Some("Valid"),
         "{state:?}"
     );
+}
+
+#[tokio::test]
+async fn an_instance_url_outside_the_allowlist_is_never_stored() {
+    let log = Log::default();
+    let api = Arc::new(Mutex::new(ApiState {
+        secret: Some(token_secret("dead-at")),
+        version: 1,
+        ..Default::default()
+    }));
+    let mut ctx = context(api.clone(), &log);
+    ctx.salesforce.instance_url = "https://collector.example.net";
+    assert!(apply(&org(None), &ctx).await.is_ok());
+    assert_eq!(
+        entries(&log),
+        vec![
+            "GET token Secret",
+            "userinfo with dead-at",
+            "refresh",
+            "PATCH status",
+            "POST Event",
+        ],
+        "the token Secret is not written"
+    );
+    let (status, secret) = api
+        .lock()
+        .map(|s| (s.status.clone(), s.secret.clone()))
+        .unwrap_or_default();
+    let reason = status
+        .as_ref()
+        .and_then(|s| s["conditions"].as_array().cloned())
+        .and_then(|c| c.into_iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["reason"].clone());
+    assert_eq!(reason, Some(json!("HostNotAllowed")), "{status:?}");
+    assert_eq!(secret, Some(token_secret("dead-at")), "the old tokens stay");
 }
 
 #[tokio::test]
@@ -388,4 +432,83 @@ fn errors_name_their_step_through_the_finalizer() {
         assert_eq!(error.metric_label(), label, "{what}");
         assert_eq!(error.is_stale_read(), stale, "{what}");
     }
+}
+
+#[test]
+fn no_type_that_holds_a_token_prints_it() {
+    use crate::credentials::Credentials;
+    use crate::token_store::Stored;
+    const SECRETS: [&str; 5] = [
+        "ACCESS-0001",
+        "REFRESH-0002",
+        "CONSUMER-SECRET-0003",
+        "PRIVATE-KEY-0004",
+        "NEW-ACCESS-0005",
+    ];
+    let mut secret = token_secret(SECRETS[0]);
+    if let Some(data) = secret.data.as_mut() {
+        data.insert(
+            token_secret::REFRESH_TOKEN.into(),
+            ByteString(SECRETS[1].as_bytes().to_vec()),
+        );
+    }
+    let app = AppCredentials {
+        client_id: "cid".into(),
+        client_secret: Some(SecretString::new(SECRETS[2])),
+    };
+    let jwt = Credentials::JwtBearer {
+        client_id: "cid".into(),
+        username: "u".into(),
+        private_key: SecretString::new(SECRETS[3]),
+    };
+    let response = TokenResponse {
+        access_token: SecretString::new(SECRETS[4]),
+        refresh_token: Some(SecretString::new(SECRETS[1])),
+        instance_url: "https://acme.my.salesforce.com".into(),
+        id: "https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA".into(),
+        issued_at: None,
+    };
+    let unpersisted = super::exchange::Unpersisted {
+        response: response.clone(),
+        replaced: Some(SecretString::new(SECRETS[1])),
+        credentials: Credentials::WebServer(app.clone()),
+        attempts: 1,
+        error: "HTTP 503".into(),
+    };
+    let settings = Settings::default();
+    settings.held.hold("uid-1", unpersisted.clone());
+    let gathered = decide::Gathered {
+        name: "acme".into(),
+        generation: Some(1),
+        expected_org_id: None,
+        web_server: true,
+        status: Default::default(),
+        flow: Ok(decide::FlowKind::WebServer),
+        credentials: Some(Credentials::WebServer(app.clone())),
+        tokens: token_secret::read(Some(&secret)),
+        token_secret: Some(secret),
+        fingerprint: Default::default(),
+        interval: std::time::Duration::from_secs(900),
+        keepalive: std::time::Duration::from_secs(3600),
+        reauth_failure: None,
+        memo: None,
+        held: decide::HeldTokensState::None,
+        link: Default::default(),
+    };
+    let stored = Stored::Written {
+        version: Some("2".into()),
+        replaced: Some(SecretString::new(SECRETS[1])),
+    };
+    let printed = format!(
+        "{gathered:?} {unpersisted:?} {settings:?} {jwt:?} {stored:?} {response:?} {:?}",
+        gathered.tokens
+    );
+    for secret in SECRETS {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+        // Secret data prints as bytes.
+        let bytes = format!("{:?}", secret.as_bytes());
+        let bytes = bytes.trim_matches(|c| c == '[' || c == ']');
+        assert!(!printed.contains(bytes), "{secret} as bytes in {printed}");
+    }
+    assert!(printed.contains("acme-token"), "{printed}");
 }

@@ -45,7 +45,7 @@ pub const HOLDING_RECHECK: Duration = Duration::from_secs(15);
 const LINK_RENEW_MIN: Duration = Duration::from_secs(60);
 
 /// Everything one reconcile read of an org, in one pass, for the decision.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Gathered {
     /// The org's name.
     pub name: String,
@@ -80,6 +80,33 @@ pub struct Gathered {
     pub held: HeldTokensState,
     /// The re-auth link's facts.
     pub link: LinkFacts,
+}
+
+impl std::fmt::Debug for Gathered {
+    // The token Secret's data holds the tokens: only its name and version are printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = self.token_secret.as_ref().map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.metadata.resource_version.clone().unwrap_or_default(),
+            )
+        });
+        f.debug_struct("Gathered")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .field("web_server", &self.web_server)
+            .field("state", &self.status.state)
+            .field("flow", &self.flow)
+            .field("credentials", &self.credentials)
+            .field("token_secret", &secret)
+            .field("tokens", &self.tokens)
+            .field("fingerprint", &self.fingerprint)
+            .field("interval", &self.interval)
+            .field("memo", &self.memo)
+            .field("held", &self.held)
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Tokens held in memory because the token Secret refused them, after this reconcile tried
