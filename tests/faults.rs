@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::eventually;
 use common::operator::{CONVERGE, Operator, http_settings};
+use common::replica::{Replica, leads};
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -37,7 +38,7 @@ use sforg_operator::clock::Clock;
 use sforg_operator::controller::{self, Hooks, Scope};
 use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_operator::dependents::HOLDERS_ANNOTATION;
-use sforg_operator::leader::{Elector, LeaderError, LeaseConfig};
+use sforg_operator::leader::{Elector, LeaseConfig};
 use sforg_operator::metrics::Metrics;
 use sforg_operator::reconcile::{CHECK_ANNOTATION, PERSISTED_EVENT, Settings};
 use sforg_operator::salesforce::{
@@ -45,8 +46,6 @@ use sforg_operator::salesforce::{
 };
 use sforg_operator::secret::SecretString;
 use sforg_simulator::{DemoOptions, Endpoint, Fault, FaultKind, GRANT_JWT_BEARER};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 // ----- shared helpers -----
 
@@ -191,15 +190,6 @@ impl Drop for OwnControlPlane {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Whether `metrics` says this replica leads.
-fn leads(metrics: &Metrics) -> bool {
-    metrics
-        .encode()
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l == "sforg_leader 1")
 }
 
 /// The API server stops for a minute (a refresh that Salesforce completed meanwhile has
@@ -946,65 +936,61 @@ async fn rate_limits_are_honoured_with_backoff() {
     assert_never_expired(&op, "acme").await;
 }
 
-// ----- 5. two replicas race a refresh -----
-
-/// One replica of the operator: leader election on, the controller scoped to the namespace.
-struct Replica {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), LeaderError>>,
+/// A Salesforce that hangs: the operator gives up after its timeout (3 s here) and asks again
+/// only after the backoff step counted from the end of that attempt, never because its own
+/// status write came back through the watch.
+#[tokio::test]
+async fn a_hanging_salesforce_is_asked_again_only_after_backoff() {
+    logs();
+    let (op, _) = Operator::with_valid_org("hang", false).await;
+    let ctl = op.sim.control();
+    ctl.inject_fault(Fault::new(FaultKind::delay(Duration::from_secs(30))).on(Endpoint::Userinfo));
+    let userinfo_calls = || ctl.call_counts().endpoint(Endpoint::Userinfo);
+    let before = userinfo_calls();
+    op.request_check("acme").await;
+    eventually("the first attempt", CONVERGE, || async {
+        (userinfo_calls() > before).then_some(())
+    })
+    .await;
+    let watched = Instant::now();
+    let mut arrivals = vec![Duration::ZERO];
+    let mut seen = userinfo_calls();
+    while watched.elapsed() < Duration::from_secs(14) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = userinfo_calls();
+        if now > seen {
+            arrivals.extend(std::iter::repeat_n(
+                watched.elapsed(),
+                (now - seen) as usize,
+            ));
+            seen = now;
+        }
+    }
+    println!("userinfo requests while Salesforce hangs, seconds after the first: {arrivals:?}");
+    // Timeout 3 s, then backoff 5 s: the second attempt 8 s after the first, the third 21 s.
+    assert_eq!(arrivals.len(), 2, "one retry in 14 s: {arrivals:?}");
+    let floor = Duration::from_secs(3) + sforg_operator::reconcile::decide::backoff(1);
+    assert!(
+        arrivals[1] + Duration::from_millis(500) >= floor,
+        "retried {:?} after the first attempt, before timeout + backoff {floor:?}",
+        arrivals[1]
+    );
+    let org = op.orgs().get("acme").await.expect("org");
+    assert_eq!(
+        org.status.and_then(|s| s.state),
+        Some(TokenState::Unknown),
+        "a hang is an outage, never Expired"
+    );
+    ctl.clear_faults();
 }
+
+// ----- 5. two replicas race a refresh -----
 
 const LEASE: &str = "sforg-faults-leader";
 
-impl Replica {
-    fn start(op: &Operator, id: &str) -> Self {
-        let salesforce = HttpSalesforce::new(http_settings(&op.sim)).expect("http client");
-        let config = LeaseConfig::new(LEASE, op.ns.clone(), id);
-        let elector = Elector::new(op.client.clone(), config).expect("elector");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let client = op.client.clone();
-        let ns = op.ns.clone();
-        let instance = id.to_owned();
-        let task = tokio::spawn(async move {
-            elector
-                .run(
-                    async move {
-                        let _ = stopped.await;
-                    },
-                    |stop| {
-                        controller::run_with(
-                            client.clone(),
-                            salesforce.clone(),
-                            Settings::default(),
-                            Scope {
-                                namespace: Some(ns.clone()),
-                            },
-                            instance.clone(),
-                            stop,
-                            Hooks::default(),
-                        )
-                    },
-                )
-                .await
-        });
-        Replica {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// Stops as on SIGTERM: running reconciles finish, then the Lease is released.
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        let result = (&mut self.task).await.expect("join the replica");
-        assert!(result.is_ok(), "{result:?}");
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+fn replica(op: &Operator, id: &str) -> Replica {
+    let salesforce = HttpSalesforce::new(http_settings(&op.sim)).expect("http client");
+    Replica::start(op, LEASE, id, salesforce)
 }
 
 async fn lease_holder(op: &Operator) -> Option<String> {
@@ -1037,7 +1023,7 @@ async fn two_replicas_racing_a_refresh_keep_one_token() {
         .expect("rotation");
     let mut replicas: HashMap<String, Replica> = ["replica-a", "replica-b"]
         .into_iter()
-        .map(|id| (id.to_owned(), Replica::start(&op, id)))
+        .map(|id| (id.to_owned(), replica(&op, id)))
         .collect();
     op.create_web_org("acme").await;
     let seeded = op.seed_tokens("acme-token", "acme").await;
@@ -1061,14 +1047,14 @@ async fn two_replicas_racing_a_refresh_keep_one_token() {
                 || async { (refresh_calls(&op) > before).then_some(()) },
             )
             .await;
-            let stopped = replicas.remove(&leader).expect("the leader");
+            let mut stopped = replicas.remove(&leader).expect("the leader");
             stopped.stop().await;
             let taken = eventually("the standby to take over", CONVERGE, || async {
                 lease_holder(&op).await.filter(|h| *h != leader)
             })
             .await;
             println!("round {round}: {leader} handed over to {taken} during a refresh");
-            replicas.insert(leader.clone(), Replica::start(&op, &leader));
+            replicas.insert(leader.clone(), replica(&op, &leader));
         }
         let rotated = eventually("the rotated token in the Secret", CONVERGE, || async {
             let rt = op.secret_data("acme-token").await.remove("refresh_token")?;

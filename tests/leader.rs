@@ -15,17 +15,11 @@ use common::eventually;
 use common::operator::{CONVERGE, Operator, http_settings};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use sforg_operator::controller::{self, Hooks, Scope};
 use sforg_operator::crd::TokenState;
-use sforg_operator::leader::{Elector, LeaderError, LeaseConfig};
-use sforg_operator::metrics::Metrics;
-use sforg_operator::reconcile::Settings;
 use sforg_operator::salesforce::{
     AppCredentials, HttpSalesforce, Identity, Salesforce, SfError, TokenResponse,
 };
 use sforg_operator::secret::SecretString;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const LEASE: &str = "sforg-test-leader";
 
@@ -93,13 +87,18 @@ impl Salesforce for Counting {
     }
 }
 
-/// One replica: leader election on, the controller scoped to the test namespace.
+/// A replica whose Salesforce calls are counted.
 struct Replica {
-    id: String,
+    inner: common::replica::Replica,
     calls: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), LeaderError>>,
+}
+
+impl std::ops::Deref for Replica {
+    type Target = common::replica::Replica;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
 }
 
 impl Replica {
@@ -109,60 +108,12 @@ impl Replica {
             inner: HttpSalesforce::new(http_settings(&op.sim)).expect("http client"),
             calls: calls.clone(),
         };
-        let metrics = Metrics::new();
-        let config = LeaseConfig::new(LEASE, op.ns.clone(), id);
-        let elector = Elector::new(op.client.clone(), config)
-            .expect("elector")
-            .with_metrics(metrics.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let client = op.client.clone();
-        let ns = op.ns.clone();
-        let hooks = Hooks {
-            metrics: Some(metrics.clone()),
-            health: None,
-        };
-        let instance = id.to_owned();
-        let task = tokio::spawn(async move {
-            elector
-                .run(
-                    async move {
-                        let _ = stopped.await;
-                    },
-                    |stop| {
-                        controller::run_with(
-                            client.clone(),
-                            salesforce.clone(),
-                            Settings::default(),
-                            Scope {
-                                namespace: Some(ns.clone()),
-                            },
-                            instance.clone(),
-                            stop,
-                            hooks.clone(),
-                        )
-                    },
-                )
-                .await
-        });
-        Replica {
-            id: id.to_owned(),
-            calls,
-            metrics,
-            stop: Some(stop),
-            task,
-        }
+        let inner = common::replica::Replica::start(op, LEASE, id, salesforce);
+        Replica { inner, calls }
     }
 
     fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
-    }
-
-    fn leads(&self) -> bool {
-        self.metrics
-            .encode()
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l == "sforg_leader 1")
     }
 }
 
@@ -212,8 +163,8 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
 
     // Crash: the leader's task is aborted, the Lease is not released.
     let crashed = Instant::now();
-    leader.task.abort();
-    let _ = leader.task.await;
+    let mut leader = leader;
+    leader.inner.crash().await;
     eventually(
         "the standby to take over",
         Duration::from_secs(30),
@@ -242,9 +193,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut standby = standby;
     let stopped = Instant::now();
-    let _ = standby.stop.take().map(|s| s.send(()));
-    let result = (&mut standby.task).await.expect("join");
-    assert!(result.is_ok(), "{result:?}");
+    standby.inner.stop().await;
     let released = stopped.elapsed();
     eventually("replica-c to take over", CONVERGE, || async {
         (holder(&op).await.as_deref() == Some("replica-c") && c.leads()).then_some(())
@@ -262,5 +211,6 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let c_calls = c.calls();
     reconciles(&op, &c).await;
     assert!(c.calls() > c_calls);
-    c.task.abort();
+    let mut c = c;
+    c.inner.crash().await;
 }

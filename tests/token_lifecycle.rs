@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::eventually;
 use common::operator::{CONVERGE, Operator};
+use common::org::OrgSpec;
 use serde_json::json;
-use sforg_operator::crd::TokenState;
+use sforg_operator::crd::{SecretKeyRef, TokenState};
 use sforg_simulator::{Endpoint, Fault, FaultKind};
 
 fn reason_of(org: &sforg_operator::crd::SalesforceOrg, type_: &str) -> (String, String) {
@@ -305,26 +306,17 @@ async fn headless_flows_stay_valid_without_a_person() {
         .create(&Default::default(), &jwt_secret)
         .await
         .expect("jwt secret");
-    op.create_org("jwt", json!({
-        "loginUrl": "https://login.salesforce.com",
-        "auth": {"jwtBearer": {"clientId": op.demo.app.client_id,
-            "username": op.demo.user.username, "privateKeyRef": {"name": "jwt-key", "key": "tls.key"}}},
-        "tokenSecretRef": {"name": "jwt-token"},
-    }))
-    .await;
+    let key = SecretKeyRef {
+        name: "jwt-key".into(),
+        key: "tls.key".into(),
+    };
+    let jwt = OrgSpec::jwt("jwt", &op.demo.app.client_id, &op.demo.user.username, key);
+    op.create_org("jwt", jwt.json()).await;
     ctl.set_run_as(&op.demo.app.client_id, Some(&op.demo.user.username))
         .expect("run as");
     op.ensure_app_secret().await;
-    op.create_org(
-        "cc",
-        json!({
-            "loginUrl": op.demo.org.instance_url,
-            "auth": {"clientCredentials": {"clientId": op.demo.app.client_id,
-                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
-            "tokenSecretRef": {"name": "cc-token"},
-        }),
-    )
-    .await;
+    let cc = OrgSpec::client_credentials("cc", &op.demo.app.client_id, &op.demo.org.instance_url);
+    op.create_org("cc", cc.json()).await;
     for name in ["jwt", "cc"] {
         let org = op.wait_state(name, TokenState::Valid, None).await;
         assert_eq!(
@@ -416,12 +408,12 @@ async fn bad_secret_contents_give_a_clear_condition() {
         assert_eq!(secret.metadata.resource_version, version, "{name}");
     }
     // A missing consumer secret is named, with the command that fixes it.
-    op.create_org("nosecret", json!({
-        "loginUrl": "https://login.salesforce.com",
-        "auth": {"webServer": {"clientId": "x", "clientSecretRef": {"name": "absent", "key": "client-secret"}}},
-        "tokenSecretRef": {"name": "nosecret-token"},
-    }))
-    .await;
+    let absent = SecretKeyRef {
+        name: "absent".into(),
+        key: "client-secret".into(),
+    };
+    let nosecret = OrgSpec::web("nosecret", "x").client_secret(Some(absent));
+    op.create_org("nosecret", nosecret.json()).await;
     let org = op
         .wait_state(
             "nosecret",
@@ -446,16 +438,10 @@ async fn a_login_host_outside_the_allowlist_receives_nothing() {
     op.ensure_app_secret().await;
     op.sim.control().clear_proxy_connects();
     // The schema accepts any https host; the cluster admin's allowlist decides.
-    op.create_org(
-        "evil",
-        json!({
-            "loginUrl": "https://login.salesforce.com.evil.example",
-            "auth": {"webServer": {"clientId": op.demo.app.client_id,
-                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
-            "tokenSecretRef": {"name": "evil-token"},
-        }),
-    )
-    .await;
+    let evil = op
+        .web_org("evil")
+        .login_url("https://login.salesforce.com.evil.example");
+    op.create_org("evil", evil.json()).await;
     let seeded = op.seed_tokens("evil-token", "evil").await;
     let org = op
         .wait_state("evil", TokenState::Unknown, Some("HostNotAllowed"))
@@ -501,16 +487,8 @@ async fn a_secret_that_is_not_ours_is_neither_read_nor_written() {
         .await
         .unwrap();
     op.ensure_app_secret().await;
-    op.create_org(
-        "acme",
-        json!({
-            "loginUrl": "https://login.salesforce.com",
-            "auth": {"webServer": {"clientId": op.demo.app.client_id,
-                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
-            "tokenSecretRef": {"name": "precious"},
-        }),
-    )
-    .await;
+    op.create_org("acme", op.web_org("acme").token_secret("precious").json())
+        .await;
     let calls = op.sim.control().call_counts();
     let org = op
         .wait_state("acme", TokenState::Unknown, Some("TokenSecretNotOwned"))

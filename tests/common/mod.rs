@@ -175,3 +175,5 @@ pub fn valid_org_json(name: &str) -> serde_json::Value {
 }
 
 pub mod operator;
+pub mod org;
+pub mod replica;

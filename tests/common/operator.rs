@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use super::org::OrgSpec;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
@@ -273,32 +274,21 @@ impl Operator {
 
     /// A web server org for the demo app.
     pub async fn create_web_org(&self, name: &str) {
-        let spec = json!({
-            "loginUrl": "https://login.salesforce.com",
-            "auth": {"webServer": {
-                "clientId": self.demo.app.client_id,
-                "clientSecretRef": {"name": "demo-app", "key": "client-secret"},
-                "scopes": ["api", "refresh_token"]}},
-            "tokenSecretRef": {"name": format!("{name}-token")},
-        });
         self.ensure_app_secret().await;
-        self.create_org(name, spec).await;
+        self.create_org(name, self.web_org(name).json()).await;
+    }
+
+    /// The spec of a web server org of the demo app, to adjust before creating it.
+    pub fn web_org(&self, name: &str) -> OrgSpec {
+        OrgSpec::web(name, &self.demo.app.client_id)
     }
 
     /// A web server org for the demo app whose `spec.dependents` is `dependents`.
     pub async fn create_web_org_with(&self, name: &str, dependents: serde_json::Value) {
         self.ensure_app_secret().await;
-        self.create_org(
-            name,
-            json!({
-                "loginUrl": "https://login.salesforce.com",
-                "auth": {"webServer": {"clientId": self.demo.app.client_id,
-                    "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
-                "tokenSecretRef": {"name": format!("{name}-token")},
-                "dependents": dependents,
-            }),
-        )
-        .await;
+        let mut spec = self.web_org(name).json();
+        spec["dependents"] = dependents;
+        self.create_org(name, spec).await;
     }
 
     pub fn cronjobs(&self) -> Api<CronJob> {
