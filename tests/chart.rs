@@ -905,17 +905,8 @@ where
     (stop_tx, task)
 }
 
-fn cronjobs(op: &Operator) -> Api<CronJob> {
-    Api::namespaced(op.client.clone(), &op.ns)
-}
-
 async fn wait_suspended(op: &Operator, name: &str, want: bool) -> CronJob {
-    eventually(&format!("{name} suspend={want}"), CONVERGE, || async {
-        let cj = cronjobs(op).get(name).await.ok()?;
-        let suspended = cj.spec.as_ref()?.suspend.unwrap_or(false);
-        (suspended == want).then_some(cj)
-    })
-    .await
+    op.wait_suspended(name, want).await
 }
 
 /// The whole story, with the controller acting as the chart's ServiceAccount: a web org and a

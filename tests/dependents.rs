@@ -14,10 +14,7 @@ use sforg_operator::crd::TokenState;
 use sforg_operator::dependents::HOLDERS_ANNOTATION;
 
 async fn wait_suspended(op: &Operator, name: &str, want: bool) {
-    eventually(&format!("{name} suspend={want}"), CONVERGE, || async {
-        (op.cronjob_hold(name).await.0 == want).then_some(())
-    })
-    .await;
+    op.wait_suspended(name, want).await;
 }
 
 /// A web org selecting CronJobs labelled `backup-of=<name>` (or `both`), connected.

@@ -21,7 +21,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use common::eventually;
-use common::operator::{CONVERGE, Operator, http_settings};
+use common::operator::{CONVERGE, Operator, condition, http_settings};
 use common::replica::{Replica, leads};
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -36,7 +36,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use sforg_operator::clock::Clock;
 use sforg_operator::controller::{self, Hooks, Scope};
-use sforg_operator::crd::{SalesforceOrg, TokenState};
+use sforg_operator::crd::TokenState;
 use sforg_operator::dependents::HOLDERS_ANNOTATION;
 use sforg_operator::leader::{Elector, LeaseConfig};
 use sforg_operator::metrics::Metrics;
@@ -82,16 +82,6 @@ fn valid_refresh_tokens(op: &Operator) -> Vec<String> {
 
 fn refresh_calls(op: &Operator) -> u64 {
     op.sim.control().call_counts().grant_type("refresh_token")
-}
-
-/// (status, reason, message) of a condition.
-fn condition(org: &SalesforceOrg, type_: &str) -> (String, String, String) {
-    let c = org
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .unwrap_or_else(|| panic!("condition {type_} present"));
-    (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
 /// Panics when an org ever reported TokenExpired (an Event is written on every transition).

@@ -241,3 +241,103 @@ async fn metrics_follow_expiry_and_reauth() {
     .await;
     task.abort();
 }
+
+/// A real reconcile failure (an admission policy denies the CronJob patch an expiry needs)
+/// is counted under the step that failed, retried, and converges once the denial is lifted.
+#[tokio::test]
+async fn reconcile_errors_are_counted_by_the_step_that_failed() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::api::DeleteParams;
+    let op = Operator::prepare("errors").await;
+    let (addr, _health, task) = start(&op).await;
+    let ns = op.ns.clone();
+    op.create_cronjob("nightly", &[("orgtokens.dev/org", "acme")], false)
+        .await;
+    op.ensure_app_secret().await;
+    let spec = op
+        .web_org("acme")
+        .selecting(&[("orgtokens.dev/org", "acme")]);
+    op.create_org("acme", spec.json()).await;
+    op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+
+    let name = format!("deny-cronjobs-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["cronjobs"]}]},
+            "validations": [{"expression": "false", "message": "CronJob updates are denied by the test"}],
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": ns}}}},
+    }))
+    .unwrap();
+    let policies = Api::<ValidatingAdmissionPolicy>::all(op.client.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(op.client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // Policies take effect once the API server has loaded them: probe with dry runs.
+    let cronjobs = op.cronjobs();
+    eventually("the denial to take effect", CONVERGE, || async {
+        let probe = json!({"metadata": {"annotations": {"probe": "x"}}});
+        let params = kube::api::PatchParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        cronjobs
+            .patch("nightly", &params, &kube::api::Patch::Merge(&probe))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    // The token is revoked: the org must suspend its CronJob, and the API server refuses.
+    op.sim
+        .control()
+        .revoke_user_tokens(&op.demo.user.username, None)
+        .unwrap();
+    op.request_check("acme").await;
+    wait_for(addr, "a sync_cronjobs reconcile error", |s| {
+        value(s, "sforg_reconcile_errors_total{reason=\"sync_cronjobs\"}") >= 1.0
+    })
+    .await;
+    let samples = scrape(addr).await;
+    assert_eq!(
+        value(
+            &samples,
+            "sforg_reconcile_errors_total{reason=\"finalizer\"}"
+        ),
+        0.0,
+        "failures are named by their step, not by the finalizer around them"
+    );
+    assert_eq!(op.cronjob_hold("nightly").await, (false, None));
+
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    op.wait_suspended("nightly", true).await;
+    op.wait_state("acme", TokenState::Expired, Some("RefreshTokenRevoked"))
+        .await;
+    task.abort();
+}

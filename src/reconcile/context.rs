@@ -2,14 +2,14 @@
 //! reconciles (the last check of each org, tokens the Secret refused, re-assertion backoff).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 
 use super::decide::Memo;
-use super::exchange::Unpersisted;
+pub use super::exchange::HeldTokens;
 use crate::callback::Links;
 use crate::clock::Clock;
 use crate::dependents;
@@ -43,63 +43,6 @@ impl Default for Settings {
             clock: Clock::system(),
             held: HeldTokens::default(),
         }
-    }
-}
-
-/// Tokens Salesforce issued that the token Secret refused, by org uid, for as long as the
-/// process lives. Cheap to clone; clones share.
-#[derive(Clone, Default)]
-pub struct HeldTokens(Arc<Mutex<HashMap<String, Unpersisted>>>);
-
-impl HeldTokens {
-    /// The uids of the orgs whose tokens are held.
-    pub fn orgs(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|held| held.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The tokens held for an org.
-    pub fn get(&self, uid: &str) -> Option<Unpersisted> {
-        self.0.lock().ok()?.get(uid).cloned()
-    }
-
-    /// Holds tokens for an org.
-    pub fn hold(&self, uid: &str, tokens: Unpersisted) {
-        if let Ok(mut held) = self.0.lock() {
-            held.insert(uid.to_owned(), tokens);
-        }
-    }
-
-    /// Lets go of an org's tokens (stored, superseded, or the org is gone).
-    pub fn release(&self, uid: &str) {
-        if let Ok(mut held) = self.0.lock() {
-            held.remove(uid);
-        }
-    }
-
-    /// Records another failed write of held tokens; returns how many writes have failed.
-    pub fn write_failed(&self, uid: &str, error: &str) -> u32 {
-        let Ok(mut held) = self.0.lock() else {
-            return 1;
-        };
-        match held.get_mut(uid) {
-            Some(tokens) => {
-                tokens.attempts = tokens.attempts.saturating_add(1);
-                tokens.error = error.to_owned();
-                tokens.attempts
-            }
-            None => 1,
-        }
-    }
-}
-
-impl std::fmt::Debug for HeldTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the tokens: how many orgs wait is all there is to say.
-        let held = self.0.lock().map(|held| held.len()).unwrap_or_default();
-        write!(f, "HeldTokens({held} orgs)")
     }
 }
 

@@ -10,13 +10,15 @@
 //! org talks to Salesforce again, so the only working refresh token survives as long as the
 //! process does.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use tracing::{debug, info, warn};
 
 use super::Error;
-use super::context::HeldTokens;
 use super::decide::held::{self, HeldPlan};
 use super::decide::{CheckKind, CheckResult, Exchanged, Gathered, HeldTokensState};
 use crate::crd::SalesforceOrg;
@@ -44,6 +46,63 @@ pub struct Unpersisted {
     pub attempts: u32,
     /// Why the last write failed (API server text, never a token).
     pub error: String,
+}
+
+/// Tokens Salesforce issued that the token Secret refused, by org uid, for as long as the
+/// process lives. Cheap to clone; clones share.
+#[derive(Clone, Default)]
+pub struct HeldTokens(Arc<Mutex<HashMap<String, Unpersisted>>>);
+
+impl HeldTokens {
+    /// The uids of the orgs whose tokens are held.
+    pub fn orgs(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|held| held.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The tokens held for an org.
+    pub fn get(&self, uid: &str) -> Option<Unpersisted> {
+        self.0.lock().ok()?.get(uid).cloned()
+    }
+
+    /// Holds tokens for an org.
+    pub fn hold(&self, uid: &str, tokens: Unpersisted) {
+        if let Ok(mut held) = self.0.lock() {
+            held.insert(uid.to_owned(), tokens);
+        }
+    }
+
+    /// Lets go of an org's tokens (stored, superseded, or the org is gone).
+    pub fn release(&self, uid: &str) {
+        if let Ok(mut held) = self.0.lock() {
+            held.remove(uid);
+        }
+    }
+
+    /// Records another failed write of held tokens; returns how many writes have failed.
+    pub fn write_failed(&self, uid: &str, error: &str) -> u32 {
+        let Ok(mut held) = self.0.lock() else {
+            return 1;
+        };
+        match held.get_mut(uid) {
+            Some(tokens) => {
+                tokens.attempts = tokens.attempts.saturating_add(1);
+                tokens.error = error.to_owned();
+                tokens.attempts
+            }
+            None => 1,
+        }
+    }
+}
+
+impl std::fmt::Debug for HeldTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens: how many orgs wait is all there is to say.
+        let held = self.0.lock().map(|held| held.len()).unwrap_or_default();
+        write!(f, "HeldTokens({held} orgs)")
+    }
 }
 
 enum Renewal {

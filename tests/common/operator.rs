@@ -416,6 +416,16 @@ impl Operator {
         .await
     }
 
+    /// Waits until CronJob `name` is (`want`) or is not suspended; returns it.
+    pub async fn wait_suspended(&self, name: &str, want: bool) -> CronJob {
+        eventually(&format!("{name} suspend={want}"), CONVERGE, || async {
+            let cj = self.cronjobs().get(name).await.ok()?;
+            let suspended = cj.spec.as_ref()?.suspend.unwrap_or(false);
+            (suspended == want).then_some(cj)
+        })
+        .await
+    }
+
     /// Current data of a Secret, as text.
     pub async fn secret_data(&self, name: &str) -> BTreeMap<String, String> {
         let secret = self.secrets().get(name).await.expect("get secret");
@@ -454,4 +464,14 @@ impl Drop for Operator {
             reauth.task.abort();
         }
     }
+}
+
+/// (status, reason, message) of one of an org's conditions.
+pub fn condition(org: &SalesforceOrg, type_: &str) -> (String, String, String) {
+    let c = org
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("condition {type_} present"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::Gathered;
-use super::status;
+use super::status::{self, needs_person};
 use crate::crd::{ReauthLink, SalesforceOrgStatus, TokenState};
 
 /// Renew the link in status when less than this remains of it.
@@ -21,11 +21,6 @@ pub enum LinkPlan {
     Issue,
     /// Remove it.
     Remove,
-}
-
-/// Whether an org waits for a person: a web server org with no tokens yet, or expired.
-pub fn needs_person(web_server: bool, state: Option<TokenState>) -> bool {
-    web_server && matches!(state, Some(TokenState::Pending | TokenState::Expired))
 }
 
 fn renew_due(link: &ReauthLink, now: Timestamp) -> bool {

@@ -8,13 +8,17 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::link::needs_person;
 use super::verdict::Verdict;
 use crate::conditions::{self, Desired, Status};
 use crate::crd::{SalesforceOrgStatus, TokenState};
 use crate::messages;
 use crate::reasons::Reason;
 use crate::reauth_record::ReauthFailure;
+
+/// Whether an org waits for a person: a web server org with no tokens yet, or expired.
+pub fn needs_person(web_server: bool, state: Option<TokenState>) -> bool {
+    web_server && matches!(state, Some(TokenState::Pending | TokenState::Expired))
+}
 
 /// Renders a verdict as the status it implies, keeping what it does not change.
 pub fn render(
