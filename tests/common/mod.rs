@@ -172,4 +172,5 @@ pub fn valid_org_json(name: &str) -> serde_json::Value {
     })
 }
 
+pub mod browser;
 pub mod operator;
