@@ -178,6 +178,7 @@ async fn organizations_page_in_chromium() {
     browser
         .wait_text(&format!("{} td.reason", row(&globex_key)), &expired_reason)
         .await;
+    browser.resize(1500, 1000).await;
     let list = browser.screenshot("dashboard-list").await;
 
     // Details: conditions, Events in order, the held CronJob with its schedule.
@@ -209,7 +210,9 @@ async fn organizations_page_in_chromium() {
         valid_at.is_some() && expired_at.is_some() && valid_at < expired_at,
         "Events in order: {reasons:?}"
     );
+    browser.resize(1500, 1700).await;
     let details = browser.screenshot("dashboard-details").await;
+    browser.resize(1500, 1000).await;
     browser.click("#back").await;
     browser.wait_text("#live", "live").await;
 

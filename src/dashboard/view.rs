@@ -276,6 +276,15 @@ fn head(title: &str, csrf: &str) -> Markup {
     }
 }
 
+/// `namespace` (one namespace: its column and filter are hidden) or `all`.
+fn scope_name(ctx: &PageContext) -> &'static str {
+    if ctx.namespace.is_some() {
+        "namespace"
+    } else {
+        "all"
+    }
+}
+
 fn scope_line(ctx: &PageContext) -> Markup {
     html! {
         p.scope {
@@ -312,7 +321,7 @@ pub fn list_page(
         (DOCTYPE)
         html lang="en" {
             (head("Organizations", &ctx.csrf))
-            body data-seq=(seq) data-page="list" {
+            body data-seq=(seq) data-page="list" data-scope=(scope_name(ctx)) {
                 header {
                     h1 { "Organizations" }
                     (scope_line(ctx))
@@ -328,7 +337,7 @@ pub fn list_page(
                 table #orgs {
                     thead {
                         tr {
-                            th { "Namespace" } th { "Name" } th { "Token" } th { "Reason" }
+                            th.namespace { "Namespace" } th { "Name" } th { "Token" } th { "Reason" }
                             th { "Org ID" } th { "Username" } th { "Last checked" }
                             th { "Last authorized" } th { "Backups held" } th { "Actions" }
                         }
@@ -406,7 +415,7 @@ pub fn details_page(
         (DOCTYPE)
         html lang="en" {
             (head(&format!("{} details", r.key), &ctx.csrf))
-            body data-seq=(seq) data-page="details" data-key=(r.key) {
+            body data-seq=(seq) data-page="details" data-key=(r.key) data-scope=(scope_name(ctx)) {
                 header {
                     p { a #back href="/" { "\u{2190} Organizations" } }
                     h1 { (r.name) " " small { "in " (r.namespace) } }
@@ -416,7 +425,7 @@ pub fn details_page(
                 table #orgs {
                     thead {
                         tr {
-                            th { "Namespace" } th { "Name" } th { "Token" } th { "Reason" }
+                            th.namespace { "Namespace" } th { "Name" } th { "Token" } th { "Reason" }
                             th { "Org ID" } th { "Username" } th { "Last checked" }
                             th { "Last authorized" } th { "Backups held" } th { "Actions" }
                         }

@@ -269,6 +269,16 @@ impl Browser {
         .await;
     }
 
+    /// Sets the window's size (a taller window shows a whole page in a screenshot).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the viewport to `target/screenshots/NAME.png`; returns the path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let value = self
