@@ -17,7 +17,7 @@ pub mod live;
 pub mod view;
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,10 +215,28 @@ pub async fn start(
         context: options.context,
     });
     let router = router(app);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let graceful = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(stop.clone()))
+            .into_future();
+        // Live pages keep their event streams open for ever: give requests a moment to
+        // finish, then stop anyway.
+        let grace = async move {
+            stopped(stop).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        tokio::select! {
+            result = graceful => result,
+            () = grace => Ok(()),
+        }
     });
     Ok(Running {
         base,
