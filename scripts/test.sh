@@ -13,6 +13,23 @@ if command -v rustup >/dev/null; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+# Browser tests (tests/*_browser.rs) drive Debian's Chromium through chromedriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "installing Debian's chromium and chromium-driver for the browser tests" >&2
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null && sudo="sudo -n"
+  fi
+  apt() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get -q "$@" >/dev/null; }
+  install_chromium() { apt install -y --no-install-recommends chromium chromium-driver; }
+  if ! command -v apt-get >/dev/null || ! { install_chromium || { apt update && install_chromium; }; }; then
+    echo "error: the browser tests need Chromium and ChromeDriver (/usr/bin/chromium and" >&2
+    echo "/usr/bin/chromedriver), and installing the Debian packages chromium and chromium-driver" >&2
+    echo "with apt-get failed; install them as root and run scripts/test.sh again" >&2
+    exit 1
+  fi
+fi
+
 started=$(date +%s)
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -340,7 +340,7 @@ pub async fn reauth(args: &ReauthArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn open_in_browser(url: &str) -> Result<(), CliError> {
+pub fn open_in_browser(url: &str) -> Result<(), CliError> {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use sforg_operator::callback;
 use sforg_operator::cli;
 use sforg_operator::controller::{self, Hooks, Scope};
@@ -15,6 +15,7 @@ use sforg_operator::reconcile::Settings;
 use sforg_operator::salesforce::allowlist::{DEFAULT_DOMAINS, HostAllowlist};
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_operator::telemetry::{self, Health, LogFormat};
+use sforg_operator::{dashboard, plugin};
 
 /// Keeps Salesforce org connections alive in Kubernetes.
 ///
@@ -49,6 +50,9 @@ enum Command {
     /// Ask the operator to check an org against Salesforce now, and optionally wait for the
     /// result.
     Check(cli::CheckArgs),
+    /// Open the Organizations page in a browser: live token states, Update Token, Check now
+    /// and details, with your own kubeconfig and RBAC (like kubectl: --context, -n, -A).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Args, Debug)]
@@ -322,7 +326,13 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut command = Cli::command();
+    if plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        command = command
+            .name(plugin::PLUGIN_EXECUTABLE)
+            .bin_name(plugin::PLUGIN_COMMAND);
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Crd => sforg_operator::manifests::crd_yaml()
             .map(|yaml| print!("{yaml}"))
@@ -331,6 +341,9 @@ async fn main() -> ExitCode {
         Command::Status(args) => cli::status(&args).await.map_err(|e| e.to_string()),
         Command::Reauth(args) => cli::reauth(&args).await.map_err(|e| e.to_string()),
         Command::Check(args) => cli::check(&args).await.map_err(|e| e.to_string()),
+        Command::Dashboard(args) => dashboard::run(&args, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -144,7 +144,7 @@ async fn status_check_and_reauth_from_the_command_line() {
 
 #[tokio::test]
 async fn every_subcommand_has_help_with_examples() {
-    for sub in ["run", "crd", "status", "reauth", "check"] {
+    for sub in ["run", "crd", "status", "reauth", "check", "dashboard"] {
         let out = sforg(&[sub, "--help"]).await;
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{sub}: {stderr}");
@@ -154,7 +154,7 @@ async fn every_subcommand_has_help_with_examples() {
         );
     }
     let (stdout, _) = text(&sforg(&["--help"]).await);
-    for sub in ["status", "reauth", "check"] {
+    for sub in ["status", "reauth", "check", "dashboard"] {
         assert!(stdout.contains(sub), "{stdout}");
     }
     let (stdout, _) = text(&sforg(&["run", "--help"]).await);
@@ -166,4 +166,49 @@ async fn every_subcommand_has_help_with_examples() {
     ] {
         assert!(stdout.contains(flag), "{flag} missing:\n{stdout}");
     }
+}
+
+/// Installed as `kubectl-sforg` on the PATH, the binary is `kubectl sforg`: kubectl finds and
+/// runs it, and its help names it so.
+#[tokio::test]
+async fn works_as_a_kubectl_plugin() {
+    let dir = std::env::temp_dir().join(format!("sforg-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let plugin = dir.join("kubectl-sforg");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sforg-operator"), &plugin).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubeconfig = std::env::var("SFORG_TEST_KUBECONFIG").expect("SFORG_TEST_KUBECONFIG");
+    let run = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("kubectl (scripts/control-plane.sh puts it on the PATH)")
+    };
+    let plugins = run(&["plugin", "list"]);
+    let (stdout, _) = text(&plugins);
+    assert!(stdout.contains("kubectl-sforg"), "{stdout}");
+    let help = run(&["sforg", "--help"]);
+    let (stdout, stderr) = text(&help);
+    assert!(help.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("Usage: kubectl sforg <COMMAND>"),
+        "{stdout}"
+    );
+    for sub in ["status", "reauth", "check", "dashboard"] {
+        assert!(stdout.contains(sub), "{stdout}");
+    }
+    let sub = run(&["sforg", "dashboard", "--help"]);
+    let (stdout, _) = text(&sub);
+    assert!(
+        stdout.contains("Usage: kubectl sforg dashboard"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

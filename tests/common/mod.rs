@@ -174,6 +174,7 @@ pub fn valid_org_json(name: &str) -> serde_json::Value {
     })
 }
 
+pub mod browser;
 pub mod operator;
 pub mod org;
 pub mod replica;
