@@ -60,7 +60,8 @@ snapshot() {
   local save
   for save in iptables-save ip6tables-save; do
     if command -v "$save" >/dev/null; then
-      "$save" 2>/dev/null | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]//' -e "s/^/$save /" | sort
+      { "$save" 2>/dev/null || true; } | { grep -v '^#' || true; } \
+        | sed -e 's/\[[0-9]*:[0-9]*\]//' -e "s/^/$save /" | sort
     fi
   done
   local s
