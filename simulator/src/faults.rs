@@ -33,6 +33,8 @@ pub enum Endpoint {
     WellKnown,
     /// `/services/data/vXX.X/limits` (and anything else under `/services/data`).
     Limits,
+    /// `/services/data/vXX.X/query`: the SOQL queries a backup runs.
+    Query,
     /// Any other path.
     Other,
 }
@@ -47,6 +49,7 @@ impl Endpoint {
             "/services/oauth2/revoke" => Endpoint::Revoke,
             p if p.starts_with("/id/") => Endpoint::Identity,
             p if p.starts_with("/.well-known/") => Endpoint::WellKnown,
+            p if p.starts_with("/services/data") && p.ends_with("/query") => Endpoint::Query,
             p if p.starts_with("/services/data") => Endpoint::Limits,
             _ => Endpoint::Other,
         }
@@ -246,7 +249,7 @@ pub(crate) async fn middleware(
             next.run(request).await
         }
         FaultKind::ServerError if endpoint.is_oauth() => oauth_errors::UNKNOWN_ERROR.into_response(),
-        FaultKind::ServerError if endpoint == Endpoint::Limits => (
+        FaultKind::ServerError if matches!(endpoint, Endpoint::Limits | Endpoint::Query) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
             r#"[{"errorCode":"UNKNOWN_EXCEPTION","message":"An unexpected error occurred. Please include this ErrorId if you contact support: 1234567890-12345 (-1234567890)"}]"#,
@@ -305,6 +308,10 @@ mod tests {
         assert_eq!(
             Endpoint::classify("/services/data/v62.0/limits"),
             Endpoint::Limits
+        );
+        assert_eq!(
+            Endpoint::classify("/services/data/v62.0/query"),
+            Endpoint::Query
         );
         assert_eq!(Endpoint::classify("/id/00D/005"), Endpoint::Identity);
     }
