@@ -307,6 +307,15 @@ pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
             reason: "HostNotAllowed",
             message: format!("{e}. Nothing was sent to that host."),
         }),
+        Err(SfError::NotMyDomain { description }) => Verdict::Misconfigured(Misconfiguration {
+            reason: LOGIN_URL_NOT_MY_DOMAIN,
+            message: format!(
+                "Salesforce answered {description:?} at spec.loginUrl: this flow works only on \
+                 the org's My Domain. Set spec.loginUrl to the My Domain URL \
+                 (https://<mydomain>.my.salesforce.com, shown in Setup > My Domain). The \
+                 authorization is not lost and dependent CronJobs are not paused for this."
+            ),
+        }),
         Err(SfError::BadPrivateKey(e)) => Verdict::Misconfigured(Misconfiguration {
             reason: "InvalidPrivateKey",
             message: format!(
@@ -321,6 +330,8 @@ pub fn verdict(o: &Observed<'_>, result: &CheckResult) -> Verdict {
 pub const TOKEN_NOT_PERSISTED: &str = "TokenNotPersisted";
 /// The reason when Salesforce refuses a JWT assertion as expired because of the node's clock.
 pub const CLOCK_SKEW: &str = "ClockSkew";
+/// The reason when Salesforce serves the flow only on the org's My Domain.
+pub const LOGIN_URL_NOT_MY_DOMAIN: &str = "LoginUrlNotMyDomain";
 
 /// What an org is while renewed tokens wait in memory: not known to work from the Secret
 /// (backups reading it may fail), not lost, nothing paused. `error` says why the write failed.
