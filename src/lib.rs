@@ -16,6 +16,7 @@ pub mod events;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod namespaces;
 pub mod reconcile;
 pub mod salesforce;
 pub mod secret;
