@@ -37,6 +37,14 @@ fi
 started=$(date +%s)
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Dependency audit (advisories, licenses, duplicate versions, sources; see deny.toml), against
+# the dated advisory database copy in deny/advisory-db: the test machines cannot reach GitHub.
+# cargo-deny is built once from crates.io and kept in ~/.cargo/bin.
+cargo_deny_version=0.20.2
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $cargo_deny_version" ]; then
+  cargo install --locked cargo-deny --version "$cargo_deny_version"
+fi
+cargo deny --offline --locked check
 # Build everything before the control plane starts, so its clock does not include compilation.
 cargo test --workspace --locked --no-run
 

@@ -64,7 +64,10 @@ pub const VERSION: &str = "v1alpha1";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.auth.clientCredentials) || !(self.loginUrl in ['https://login.salesforce.com', 'https://test.salesforce.com', 'https://login.salesforce.com/', 'https://test.salesforce.com/'])").message("the client credentials flow works only on the org's My Domain: set loginUrl to https://<mydomain>.my.salesforce.com").field_path(".loginUrl"))]
+// Every spelling of the shared login hosts (any case, an explicit :443, a trailing dot) is the
+// same host to Salesforce. A regular expression on the length-bounded field keeps the rule's
+// estimated cost within the API server's budget (url(...).getHostname() is unbounded).
+#[x_kube(validation = Rule::new("!has(self.auth.clientCredentials) || !self.loginUrl.lowerAscii().matches('^https://(login|test)[.]salesforce[.]com[.]?(:0*443)?/?$')").message("the client credentials flow works only on the org's My Domain: set loginUrl to https://<mydomain>.my.salesforce.com").field_path(".loginUrl"))]
 pub struct SalesforceOrgSpec {
     /// Where to log in: https://login.salesforce.com, https://test.salesforce.com (sandboxes) or the
     /// org's My Domain URL. HTTPS only, no path. The operator sends credentials only to hosts that

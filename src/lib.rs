@@ -20,6 +20,7 @@ pub mod leader;
 pub mod manifests;
 pub mod messages;
 pub mod metrics;
+pub mod namespaces;
 pub mod pinning;
 pub mod plugin;
 pub mod reasons;

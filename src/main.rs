@@ -12,7 +12,7 @@ use sforg_operator::controller::{self, Hooks, Scope};
 use sforg_operator::leader::{self, Elector, LeaseConfig};
 use sforg_operator::metrics::{Instrumented, Metrics};
 use sforg_operator::reconcile::Settings;
-use sforg_operator::salesforce::allowlist::{DEFAULT_DOMAINS, HostAllowlist};
+use sforg_operator::salesforce::allowlist::HostAllowlist;
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_operator::telemetry::{self, Health, LogFormat};
 use sforg_operator::{dashboard, plugin};
@@ -57,14 +57,28 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Watch only this namespace (namespaced mode); all namespaces when unset.
-    #[arg(long, env = "SFORG_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace (namespaced mode); repeat it, or separate with commas, for
+    /// several (each watched on its own, so a Role in each is enough). All namespaces when
+    /// unset.
+    #[arg(
+        long,
+        env = "SFORG_NAMESPACE",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    namespace: Vec<String>,
 
     /// Also allow this login domain (and its subdomains) to receive credentials, for orgs
-    /// behind a custom domain. Salesforce's own domains are always allowed. Repeatable.
+    /// behind a custom domain. Salesforce's own domains are always allowed. Repeatable. A
+    /// public suffix (com, co.uk, herokuapp.com...), a URL, a wildcard or an IP address is
+    /// refused at start.
     #[arg(long = "allowed-login-domain", value_name = "DOMAIN")]
     allowed_login_domains: Vec<String>,
+
+    /// Also allow this port in login and instance URLs (only 443 otherwise, as Salesforce
+    /// serves), for a custom domain served elsewhere. Repeatable.
+    #[arg(long = "allowed-login-port", value_name = "PORT")]
+    allowed_login_ports: Vec<u16>,
 
     /// Send Salesforce traffic (only) through this HTTPS proxy, for example
     /// http://proxy.internal:3128.
@@ -89,7 +103,10 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "text", env = "SFORG_LOG_FORMAT")]
     log_format: LogFormat,
 
-    /// Serve /metrics (Prometheus), /healthz and /readyz on this address.
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. 127.0.0.1:9090
+    /// keeps the per-org metrics (namespaces, names, states) inside the pod, for a
+    /// kube-rbac-proxy sidecar or an agent in the pod; then give --health-listen for the
+    /// kubelet's probes.
     #[arg(
         long,
         default_value = "0.0.0.0:9090",
@@ -97,6 +114,11 @@ struct RunArgs {
         value_name = "ADDR"
     )]
     metrics_listen: SocketAddr,
+
+    /// Also serve /healthz and /readyz (only) on this address, for example 0.0.0.0:9091 when
+    /// /metrics listens on loopback.
+    #[arg(long, env = "SFORG_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<SocketAddr>,
 
     /// Run the controller without leader election: only for a single replica or local
     /// development, never with two replicas.
@@ -168,12 +190,9 @@ fn parse_secret_ref(s: &str) -> Result<(Option<String>, String), String> {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     telemetry::init(args.log_format);
-    let allowlist = HostAllowlist::new(
-        DEFAULT_DOMAINS
-            .iter()
-            .map(|d| d.to_string())
-            .chain(args.allowed_login_domains.iter().cloned()),
-    );
+    let allowlist = HostAllowlist::from_admin(&args.allowed_login_domains)
+        .map_err(|e| e.to_string())?
+        .with_ports(args.allowed_login_ports.iter().copied());
     let extra_ca_pem = match &args.extra_ca_file {
         Some(path) => Some(
             std::fs::read(path)
@@ -199,6 +218,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
             tracing::error!(error = %e, "metrics and health server failed");
         }
     });
+    if let Some(addr) = args.health_listen {
+        let listener = telemetry::bind(addr).await.map_err(|e| e.to_string())?;
+        let router = telemetry::health_router(health.clone());
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::serve(listener, router, std::future::pending()).await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        });
+    }
     let salesforce = Instrumented::new(
         HttpSalesforce::new(http).map_err(|e| e.to_string())?,
         metrics.clone(),
@@ -242,9 +270,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "sforg-operator".into());
     let scope = Scope {
-        namespace: args.namespace,
+        namespaces: args.namespace,
     };
-    tracing::info!(namespace = ?scope.namespace, domains = ?settings.allowlist.domains(), metrics = %args.metrics_listen, "starting");
+    tracing::info!(namespaces = ?scope.namespaces, domains = ?settings.allowlist.domains(), metrics = %args.metrics_listen, "starting");
     let hooks = Hooks {
         metrics: Some(metrics.clone()),
         health: Some(health.clone()),

@@ -194,6 +194,16 @@ pub fn host_not_allowed(error: &str) -> String {
     format!("{error}. Nothing was sent to that host.")
 }
 
+/// Salesforce serves the flow only on the org's My Domain.
+pub fn not_my_domain(description: &str) -> String {
+    format!(
+        "Salesforce answered {description:?} at spec.loginUrl: this flow works only on the \
+         org's My Domain. Set spec.loginUrl to the My Domain URL \
+         (https://<mydomain>.my.salesforce.com, shown in Setup > My Domain). The authorization \
+         is not lost and dependent CronJobs are not paused for this."
+    )
+}
+
 /// An unusable JWT private key.
 pub fn bad_private_key(error: &str) -> String {
     format!(

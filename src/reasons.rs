@@ -56,6 +56,8 @@ pub enum Reason {
     TokenNotPersisted,
     /// A login host outside the operator's allowlist.
     HostNotAllowed,
+    /// The flow works only on the org's My Domain, and spec.loginUrl is not it.
+    LoginUrlNotMyDomain,
     /// The JWT private key is unusable.
     InvalidPrivateKey,
     /// A spec the schema should have refused.
@@ -100,6 +102,7 @@ impl Reason {
             Reason::ClockSkew => "ClockSkew",
             Reason::TokenNotPersisted => "TokenNotPersisted",
             Reason::HostNotAllowed => "HostNotAllowed",
+            Reason::LoginUrlNotMyDomain => "LoginUrlNotMyDomain",
             Reason::InvalidPrivateKey => "InvalidPrivateKey",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::CredentialsSecretMissing => "CredentialsSecretMissing",

@@ -85,25 +85,13 @@ impl Health {
 
 /// `/metrics`, `/healthz` (the process serves requests) and `/readyz` (see [`Health`]).
 pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
+    metrics_router(metrics).merge(health_router(health))
+}
+
+/// `/healthz` and `/readyz` alone, for a separate address the kubelet can probe while
+/// `/metrics` listens on loopback only.
+pub fn health_router(health: Health) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    match metrics.encode() {
-                        Ok(text) => {
-                            ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
-                        }
-                        Err(_) => (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "could not render the metrics\n",
-                        )
-                            .into_response(),
-                    }
-                }
-            }),
-        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -117,6 +105,27 @@ pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
                 async move { (code, format!("{why}\n")) }
             }),
         )
+}
+
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                match metrics.encode() {
+                    Ok(text) => {
+                        ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+                    }
+                    Err(_) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "could not render the metrics\n",
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    )
 }
 
 /// Why the metrics and health server could not run.

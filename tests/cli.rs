@@ -211,4 +211,40 @@ async fn works_as_a_kubectl_plugin() {
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+/// `run` refuses a bad `--allowed-login-domain` at start, before it contacts anything, with a
+/// message that names the entry and says what to give instead.
+#[test]
+fn run_refuses_public_suffixes_and_malformed_domains() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--allowed-login-domain", "com"], "is a public suffix"),
+        (&["--allowed-login-domain", "co.uk"], "is a public suffix"),
+        (
+            &[
+                "--allowed-login-domain",
+                "sso.acme.example",
+                "--allowed-login-domain",
+                "https://login.acme.example",
+            ],
+            "\"https://login.acme.example\" is not a domain name",
+        ),
+        (
+            &["--allowed-login-domain", "*.acme.example"],
+            "wildcards are not needed",
+        ),
+        (&["--allowed-login-port", "http"], "invalid value 'http'"),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sforg-operator"))
+            .arg("run")
+            .args(*args)
+            // Nothing to connect to: the refusal must come first.
+            .env("KUBECONFIG", "/nonexistent")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .expect("run sforg-operator");
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Kubernetes API"), "{args:?}: {stderr}");
+    }
 }

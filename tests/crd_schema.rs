@@ -228,6 +228,49 @@ async fn invalid_specs_are_rejected_with_guidance() {
         .expect("a valid spec is accepted");
 }
 
+/// The client credentials flow is refused on Salesforce's shared login hosts however the URL
+/// spells them (case, explicit :443, trailing dot), and accepted on a My Domain however that
+/// is spelled.
+#[tokio::test]
+async fn client_credentials_login_hosts_are_refused_in_every_spelling() {
+    let client = client().await;
+    let ns = namespace(&client, "cc-spelling").await;
+    let api = raw_orgs(&client, &ns);
+    let cc = json!({"clientCredentials": {"clientId": "3MVG9x",
+        "clientSecretRef": {"name": "cc", "key": "secret"}}});
+    let cases: &[(&str, bool)] = &[
+        ("https://login.salesforce.com", false),
+        ("https://login.salesforce.com/", false),
+        ("https://LOGIN.SALESFORCE.COM", false),
+        ("https://Login.Salesforce.com/", false),
+        ("https://login.salesforce.com:443", false),
+        ("https://login.salesforce.com:443/", false),
+        ("https://login.salesforce.com.", false),
+        ("https://login.salesforce.com.:443/", false),
+        ("HTTPS://TEST.salesforce.com", false),
+        ("https://test.salesforce.com.:443", false),
+        ("https://acme.my.salesforce.com", true),
+        ("https://ACME.my.salesforce.com:443/", true),
+        ("https://acme--dev.sandbox.my.salesforce.com.", true),
+    ];
+    for (i, (url, accepted)) in cases.iter().enumerate() {
+        let mut doc = valid_org_json(&format!("cc-{i}"));
+        set(&mut doc, &["spec", "auth"], cc.clone());
+        set(&mut doc, &["spec", "loginUrl"], json!(url));
+        let obj: DynamicObject = serde_json::from_value(doc).expect("object");
+        let result = api.create(&PostParams::default(), &obj).await;
+        match (accepted, result) {
+            (true, Ok(_)) => {}
+            (false, Err(e)) => assert!(
+                e.to_string().contains("works only on the org's My Domain"),
+                "{url}: {e}"
+            ),
+            (true, Err(e)) => panic!("{url} was refused: {e}"),
+            (false, Ok(_)) => panic!("{url} was accepted for the client credentials flow"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn status_is_written_only_through_the_subresource() {
     let client = client().await;

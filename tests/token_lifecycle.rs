@@ -529,4 +529,56 @@ async fn a_secret_that_is_not_ours_is_neither_read_nor_written() {
         .await
         .unwrap();
     op.wait_state("acme", TokenState::Valid, None).await;
+/// The client credentials flow pointed at a host that is not the org's My Domain (here an
+/// instance host, which the schema cannot tell apart): Salesforce answers "request not
+/// supported on this domain", a spec fix. The org is Unknown with a reason that says to use
+/// the My Domain URL, never Expired, and its CronJob keeps running.
+#[tokio::test]
+async fn client_credentials_off_my_domain_is_a_configuration_error() {
+    let op = Operator::start("not-my-domain").await;
+    op.ensure_app_secret().await;
+    op.create_cronjob("backup", &[("backup-of", "cc")], false)
+        .await;
+    op.create_org(
+        "cc",
+        json!({
+            "loginUrl": "https://na1.salesforce.com",
+            "auth": {"clientCredentials": {"clientId": op.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "cc-token"},
+            "dependents": {"cronJobSelector": {"matchLabels": {"backup-of": "cc"}}},
+        }),
+    )
+    .await;
+    let org = op
+        .wait_state("cc", TokenState::Unknown, Some("LoginUrlNotMyDomain"))
+        .await;
+    let msg = org
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(msg.contains("my.salesforce.com"), "{msg}");
+    assert!(msg.contains("spec.loginUrl"), "{msg}");
+    assert!(
+        op.sim
+            .control()
+            .call_counts()
+            .grant_type("client_credentials")
+            >= 1,
+        "Salesforce was asked"
+    );
+    // Asked again: still a configuration error, and the backup was never paused.
+    op.request_check("cc").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    op.wait_state("cc", TokenState::Unknown, Some("LoginUrlNotMyDomain"))
+        .await;
+    assert_eq!(op.cronjob_hold("backup").await, (false, None));
+    let expired = op
+        .events_for("cc")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("TokenExpired"))
+        .count();
+    assert_eq!(expired, 0);
 }

@@ -79,6 +79,9 @@ pub enum FaultKind {
     AlreadyProcessing,
     /// HTTP 403 `REQUEST_LIMIT_EXCEEDED`.
     RequestLimitExceeded,
+    /// The endpoint's clock is this many seconds off the real time (ahead when positive): its
+    /// `Date` header says so, and the token endpoint judges JWT assertions' `exp` by it.
+    SkewedClock { seconds: i64 },
 }
 
 impl FaultKind {
@@ -200,6 +203,10 @@ impl CallCounts {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ProcessingDelay(pub Duration);
 
+/// Request extension: how far the token endpoint's clock is off the real time, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClockOffset(pub i64);
+
 /// Response extension asking the connection layer to drop the socket.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DropConnection;
@@ -260,6 +267,21 @@ pub(crate) async fn middleware(
         FaultKind::ConnectionReset => {
             let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
             response.extensions_mut().insert(DropConnection);
+            response
+        }
+        FaultKind::SkewedClock { seconds } => {
+            let mut request = request;
+            request.extensions_mut().insert(ClockOffset(seconds));
+            let mut response = next.run(request).await;
+            let now = std::time::SystemTime::now();
+            let skewed = if seconds >= 0 {
+                now + Duration::from_secs(seconds.unsigned_abs())
+            } else {
+                now - Duration::from_secs(seconds.unsigned_abs())
+            };
+            if let Ok(value) = header::HeaderValue::from_str(&httpdate::fmt_http_date(skewed)) {
+                response.headers_mut().insert(header::DATE, value);
+            }
             response
         }
         FaultKind::AlreadyProcessing => oauth_errors::ALREADY_PROCESSING.into_response(),

@@ -123,17 +123,19 @@ fn without_refresh_scopes(scopes: &[String]) -> String {
 }
 
 impl SimState {
-    /// The token endpoint.
+    /// The token endpoint of a Salesforce whose clock is `clock_offset` seconds off the real
+    /// time (it judges JWT assertions by that clock; 0 normally).
     pub fn token_request(
         &mut self,
         host: &SfHost,
         params: &Params,
         creds: &ClientCredentials,
+        clock_offset: i64,
     ) -> Result<TokenResponse, OAuthError> {
         match params.get("grant_type") {
             Some(GRANT_AUTHORIZATION_CODE) => self.exchange_code(host, params, creds),
             Some(GRANT_REFRESH_TOKEN) => self.refresh(host, params, creds),
-            Some(GRANT_JWT_BEARER) => self.jwt_bearer(host, params),
+            Some(GRANT_JWT_BEARER) => self.jwt_bearer(host, params, clock_offset),
             Some(GRANT_CLIENT_CREDENTIALS) => self.client_credentials(host, creds),
             _ => Err(e::UNSUPPORTED_GRANT_TYPE),
         }
@@ -288,7 +290,12 @@ impl SimState {
         Ok(self.response(&user.id, &client_id, access, new_refresh, &grant.scope, now))
     }
 
-    fn jwt_bearer(&mut self, host: &SfHost, params: &Params) -> Result<TokenResponse, OAuthError> {
+    fn jwt_bearer(
+        &mut self,
+        host: &SfHost,
+        params: &Params,
+        clock_offset: i64,
+    ) -> Result<TokenResponse, OAuthError> {
         let assertion = params.get("assertion").ok_or(e::INVALID_ASSERTION)?;
         let claims = jwt::peek(assertion).map_err(|_| e::INVALID_ASSERTION)?;
         let client_id = claims.iss.as_deref().ok_or(e::INVALID_CLIENT_ID)?;
@@ -299,7 +306,8 @@ impl SimState {
             .ok_or(e::INVALID_ASSERTION)?;
         jwt::verify_signature(assertion, key).map_err(|_| e::INVALID_ASSERTION)?;
         let exp = claims.exp.ok_or(e::INVALID_ASSERTION)?;
-        if jwt::wall_clock_secs() > exp.saturating_add(EXP_LEEWAY.as_secs()) {
+        let now = jwt::wall_clock_secs().saturating_add_signed(clock_offset);
+        if now > exp.saturating_add(EXP_LEEWAY.as_secs()) {
             return Err(e::EXPIRED_CODE);
         }
         let user = claims

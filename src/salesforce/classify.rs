@@ -99,6 +99,13 @@ pub fn token_error(code: &str, description: &str) -> SfError {
     if description_lc.contains("already being processed") {
         return transient(TransientReason::ConcurrentRefresh, &join(code, description));
     }
+    if description_lc.contains("not supported on this domain") {
+        // The login URL is not the org's My Domain: a configuration fix, not a lost
+        // authorization, whatever the error code.
+        return SfError::NotMyDomain {
+            description: sanitize(description),
+        };
+    }
     if description_lc.contains("request_limit_exceeded")
         || description_lc.contains("login_rate_exceeded")
     {
@@ -405,6 +412,7 @@ mod tests {
             SfError::AccessTokenInvalid => "AccessTokenInvalid".into(),
             SfError::AuthorizationLost { reason, .. } => format!("Lost({reason:?})"),
             SfError::Transient { reason, .. } => format!("Transient({reason:?})"),
+            SfError::NotMyDomain { .. } => "NotMyDomain".into(),
             other => format!("{other:?}"),
         }
     }
@@ -415,6 +423,7 @@ mod tests {
         use TransientReason as T;
         let lost = |r: L| format!("Lost({r:?})");
         let tr = |r: T| format!("Transient({r:?})");
+        let my_domain = || "NotMyDomain".to_owned();
         #[rustfmt::skip]
         let cases: Vec<(u16, &str, &str, String)> = vec![
             (400, "invalid_grant", "expired access/refresh token", lost(L::RefreshTokenRevoked)),
@@ -441,7 +450,9 @@ mod tests {
             // Unknown descriptions: refused for good only under a refusing error code.
             (400, "invalid_grant", "something nobody has seen", lost(L::Refused)),
             (400, "invalid_grant", "expired authorization code", lost(L::Refused)),
-            (400, "invalid_grant", "request not supported on this domain", lost(L::Refused)),
+            (400, "invalid_grant", "request not supported on this domain", my_domain()),
+            (400, "invalid_grant", "Request NOT supported on this domain", my_domain()),
+            (400, "unsupported_grant_type", "request not supported on this domain", my_domain()),
             (400, "invalid_client", "something new", lost(L::Refused)),
             (400, "unauthorized_client", "", lost(L::Refused)),
             (401, "invalid_grant", "something new", lost(L::Refused)),

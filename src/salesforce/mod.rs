@@ -160,6 +160,14 @@ pub enum SfError {
     /// The signing key for the JWT bearer flow is unusable.
     #[error("the JWT bearer private key is not a usable PEM RSA key: {0}")]
     BadPrivateKey(String),
+    /// `request not supported on this domain`: the grant works only on the org's My Domain
+    /// (client credentials at login.salesforce.com, or at an instance host). A spec fix,
+    /// nothing lost.
+    #[error("Salesforce answered {description:?}: this grant works only on the org's My Domain")]
+    NotMyDomain {
+        /// Salesforce's own `error_description`.
+        description: String,
+    },
 }
 
 /// The operations the operator needs from Salesforce. Behind a trait so the reconciler can be

@@ -197,7 +197,7 @@ impl Operator {
                 ..Settings::default()
             },
             Scope {
-                namespace: Some(self.ns.clone()),
+                namespaces: vec![self.ns.clone()],
             },
             "test".into(),
             async move {
