@@ -118,8 +118,8 @@ struct RunArgs {
 
     /// The base URL at which browsers reach the re-auth server, for example
     /// https://sforg.example.com (the chart sets it from its Ingress host). Re-auth links are
-    /// written to status only when it is set; the Connected App's callback URL must be
-    /// URL/oauth/callback.
+    /// written to status only when it is set; the callback URL of the Connected App or
+    /// External Client App must be URL/oauth/callback.
     #[arg(long, env = "SFORG_PUBLIC_URL", value_name = "URL")]
     public_url: Option<String>,
 
