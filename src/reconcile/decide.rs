@@ -393,6 +393,8 @@ pub fn lost_reason_name(reason: LostReason) -> &'static str {
         LostReason::IpRestricted => "IpRestricted",
         LostReason::InvalidAudience => "InvalidAudience",
         LostReason::NoClientCredentialsUser => "NoClientCredentialsUser",
+        LostReason::RefreshSecretRequired => "RefreshSecretRequired",
+        LostReason::WebServerSecretRequired => "WebServerSecretRequired",
         LostReason::Refused => "AuthorizationRefused",
     }
 }
@@ -515,6 +517,21 @@ fn lost_message(reason: LostReason, org: &str, description: &str, relogin: Relog
              (External Client App: Settings > OAuth Settings > Flow Enablement > Enable Client \
              Credentials Flow, then Policies tab > OAuth Policies > Run As)."
             .to_owned(),
+        LostReason::RefreshSecretRequired => format!(
+            "Salesforce requires the consumer secret to refresh the token for {org}, and \
+             spec.auth.webServer has no clientSecretRef: add clientSecretRef (a Secret holding \
+             the app's consumer secret), or clear \"Require secret for Refresh Token Flow\" \
+             (External Client App: Settings > OAuth Settings > Security; Connected App: API \
+             (Enable OAuth Settings)). The refresh token itself is still good: the next check \
+             uses it again."
+        ),
+        LostReason::WebServerSecretRequired => format!(
+            "Salesforce requires the consumer secret to finish a login for {org}, and \
+             spec.auth.webServer has no clientSecretRef: add clientSecretRef (a Secret holding \
+             the app's consumer secret), or clear \"Require secret for Web Server Flow\" \
+             (External Client App: Settings > OAuth Settings > Security; Connected App: API \
+             (Enable OAuth Settings)), then {then}."
+        ),
         LostReason::Refused => format!(
             "Salesforce refused the authorization for {org}: check the settings and policies \
              of the Connected App or External Client App, then {then}."
@@ -730,7 +747,7 @@ pub struct ReauthFailure {
     pub tokens: String,
 }
 
-const LOST_REASONS: [LostReason; 12] = [
+const LOST_REASONS: [LostReason; 14] = [
     LostReason::RefreshTokenRevoked,
     LostReason::UserInactive,
     LostReason::UserLocked,
@@ -742,6 +759,8 @@ const LOST_REASONS: [LostReason; 12] = [
     LostReason::IpRestricted,
     LostReason::InvalidAudience,
     LostReason::NoClientCredentialsUser,
+    LostReason::RefreshSecretRequired,
+    LostReason::WebServerSecretRequired,
     LostReason::Refused,
 ];
 
@@ -1076,6 +1095,16 @@ mod tests {
                 "ConnectedAppBlocked",
             ),
             ("inactive", lost(LostReason::UserInactive), "UserInactive"),
+            (
+                "refresh needs a secret",
+                lost(LostReason::RefreshSecretRequired),
+                "RefreshSecretRequired",
+            ),
+            (
+                "login needs a secret",
+                lost(LostReason::WebServerSecretRequired),
+                "WebServerSecretRequired",
+            ),
             (
                 "outage",
                 transient(TransientReason::ServerError),
@@ -1476,6 +1505,8 @@ mod tests {
             (L::UserNotApproved, &["Connected App or External Client App", "Admin approved users are pre-authorized", "Policies tab > OAuth Policies", "permission set"]),
             (L::IpRestricted, &["Connected App or External Client App", "IP Relaxation"]),
             (L::NoClientCredentialsUser, &["Connected App or External Client App", "Enable Client Credentials Flow", "Run As"]),
+            (L::RefreshSecretRequired, &["clientSecretRef", "Require secret for Refresh Token Flow", "Settings > OAuth Settings > Security"]),
+            (L::WebServerSecretRequired, &["clientSecretRef", "Require secret for Web Server Flow", "Settings > OAuth Settings > Security"]),
             (L::Refused, &["Connected App or External Client App"]),
         ];
         for (reason, wants) in cases {

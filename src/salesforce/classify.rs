@@ -125,6 +125,35 @@ pub fn token_error(code: &str, description: &str) -> SfError {
     }
 }
 
+/// The grants where an app's settings decide whether the consumer secret must be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretFlow {
+    /// `grant_type=refresh_token`: "Require secret for Refresh Token Flow".
+    Refresh,
+    /// `grant_type=authorization_code`: "Require secret for Web Server Flow".
+    WebServer,
+}
+
+/// Refines a token-endpoint error by what was sent. Salesforce answers a missing secret as
+/// it answers a wrong one (`invalid_client` / `invalid client credentials`); when no secret
+/// was sent, the fix is not a new secret but either a `clientSecretRef` in the spec or
+/// clearing the app's "Require secret for ... Flow" setting, so it gets its own reason.
+pub fn refine_for_secret(error: SfError, secret_sent: bool, flow: SecretFlow) -> SfError {
+    match error {
+        SfError::AuthorizationLost {
+            reason: LostReason::InvalidClientSecret,
+            description,
+        } if !secret_sent => SfError::AuthorizationLost {
+            reason: match flow {
+                SecretFlow::Refresh => LostReason::RefreshSecretRequired,
+                SecretFlow::WebServer => LostReason::WebServerSecretRequired,
+            },
+            description,
+        },
+        other => other,
+    }
+}
+
 /// Whether a token endpoint answer to a JWT bearer grant says the assertion had expired
 /// (`invalid_grant` / `expired authorization code`, Salesforce's wording for an old `exp`).
 /// The operator signs every assertion just before sending it, so this means the clocks of the
@@ -459,6 +488,37 @@ mod tests {
             let got = token_response(status, JSON, &oauth(error, description)).unwrap_err();
             assert_eq!(reason_of(&got), want, "{status} {error} {description}");
         }
+    }
+
+    #[test]
+    fn missing_secret_refusals_table() {
+        use SecretFlow as F;
+        let bad_secret = oauth("invalid_client", "invalid client credentials");
+        let auth_failure = oauth("invalid_grant", "authentication failure");
+        let revoked = oauth("invalid_grant", "expired access/refresh token");
+        #[rustfmt::skip]
+        let cases: &[(&[u8], bool, F, &str)] = &[
+            // No secret sent, refused for its credentials: the app requires a secret.
+            (&bad_secret, false, F::Refresh, "Lost(RefreshSecretRequired)"),
+            (&bad_secret, false, F::WebServer, "Lost(WebServerSecretRequired)"),
+            (&auth_failure, false, F::Refresh, "Lost(RefreshSecretRequired)"),
+            // A secret was sent: it is wrong.
+            (&bad_secret, true, F::Refresh, "Lost(InvalidClientSecret)"),
+            (&bad_secret, true, F::WebServer, "Lost(InvalidClientSecret)"),
+            // Other refusals keep their reason.
+            (&revoked, false, F::Refresh, "Lost(RefreshTokenRevoked)"),
+            (&revoked, true, F::Refresh, "Lost(RefreshTokenRevoked)"),
+        ];
+        for (body, sent, flow, want) in cases {
+            let error = token_response(400, JSON, body).unwrap_err();
+            let got = refine_for_secret(error, *sent, *flow);
+            assert_eq!(reason_of(&got), *want, "{sent} {flow:?}");
+        }
+        let transient = token_response(503, JSON, b"").unwrap_err();
+        assert_eq!(
+            reason_of(&refine_for_secret(transient, false, F::Refresh)),
+            "Transient(ServerError)"
+        );
     }
 
     #[test]

@@ -190,9 +190,9 @@ pub fn authorize_url(
 pub struct AuthorizeRequest<'a> {
     /// The org's login URL.
     pub login_url: &'a str,
-    /// The Connected App's consumer key.
+    /// The consumer key of the Connected App or External Client App.
     pub client_id: &'a str,
-    /// The callback configured in the Connected App.
+    /// The callback URL configured in the Connected App or External Client App.
     pub redirect_uri: &'a str,
     /// Scopes to ask for.
     pub scopes: &'a [&'a str],
@@ -668,7 +668,13 @@ impl Salesforce for HttpSalesforce {
             .request_async(&TokenTransport(self))
             .await
             .map(into_token_response)
-            .map_err(from_oauth2)
+            .map_err(|e| {
+                classify::refine_for_secret(
+                    from_oauth2(e),
+                    app.client_secret.is_some(),
+                    classify::SecretFlow::Refresh,
+                )
+            })
     }
 
     async fn jwt_bearer(
@@ -743,7 +749,13 @@ impl Salesforce for HttpSalesforce {
             .request_async(&TokenTransport(self))
             .await
             .map(into_token_response)
-            .map_err(from_oauth2)
+            .map_err(|e| {
+                classify::refine_for_secret(
+                    from_oauth2(e),
+                    app.client_secret.is_some(),
+                    classify::SecretFlow::WebServer,
+                )
+            })
     }
 
     async fn revoke(&self, login_url: &str, token: &SecretString) -> Result<(), SfError> {
