@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod reconcile;
 pub mod salesforce;
 pub mod secret;
+pub mod setup_check;
 pub mod telemetry;
 pub mod token_secret;

@@ -49,6 +49,10 @@ enum Command {
     /// Ask the operator to check an org against Salesforce now, and optionally wait for the
     /// result.
     Check(cli::CheckArgs),
+    /// Run an org's OAuth flow once against Salesforce and print a checklist of what to
+    /// change in the Connected App or External Client App (settings and policies) or in the
+    /// SalesforceOrg when Salesforce refuses. Exits 1 when something must change.
+    CheckSetup(cli::CheckSetupArgs),
 }
 
 #[derive(Args, Debug)]
@@ -330,6 +334,7 @@ async fn main() -> ExitCode {
         Command::Status(args) => cli::status(&args).await.map_err(|e| e.to_string()),
         Command::Reauth(args) => cli::reauth(&args).await.map_err(|e| e.to_string()),
         Command::Check(args) => cli::check(&args).await.map_err(|e| e.to_string()),
+        Command::CheckSetup(args) => cli::check_setup(&args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -411,6 +411,30 @@ impl HttpSalesforce {
         )
     }
 
+    /// Opens the authorize endpoint as a browser would, without logging in, and reads what
+    /// it answers: the first leg of the web server flow, which checks the consumer key, the
+    /// callback URL, the scopes and PKCE before anyone logs in. Nothing is authorized.
+    pub async fn probe_authorize(
+        &self,
+        request: &AuthorizeRequest<'_>,
+    ) -> Result<classify::AuthorizeAnswer, SfError> {
+        let (_, verifier) = PkceCodeChallenge::new_random_sha256();
+        let verifier = SecretString::new(verifier.secret().clone());
+        let url = authorize_url_with(&self.allowlist, request, &verifier)?;
+        let request = self
+            .http
+            .get(url)
+            .header(ACCEPT, "text/html")
+            .build()
+            .map_err(|e| classify::transport_error(&e))?;
+        let received = self.send(request).await?;
+        let location = received
+            .headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        classify::authorize_answer(received.status.as_u16(), location, &received.body)
+    }
+
     fn url(&self, base_url: &str, path: &str) -> Result<Url, SfError> {
         Ok(oauth_url(&self.allowlist, base_url, path)?)
     }
