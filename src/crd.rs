@@ -118,7 +118,7 @@ pub struct AuthSpec {
     /// OAuth JWT bearer flow: the operator signs an assertion with a private key; no person needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_bearer: Option<JwtBearerAuth>,
-    /// OAuth client credentials flow (My Domain only): the Connected App's run-as user.
+    /// OAuth client credentials flow (My Domain only): the app's run-as user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_credentials: Option<ClientCredentialsAuth>,
 }
@@ -127,10 +127,11 @@ pub struct AuthSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebServerAuth {
-    /// The Connected App's consumer key (not a secret).
+    /// The consumer key of the Connected App or External Client App (not a secret).
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
     pub client_id: String,
-    /// The consumer secret, for a confidential Connected App. Leave unset for a public (PKCE only) app.
+    /// The consumer secret. Leave unset for a PKCE-only client: the app must then not require
+    /// its secret for the web server and refresh token flows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
     /// OAuth scopes to request. Must include refresh_token (or offline_access) so the connection
@@ -152,13 +153,13 @@ fn default_scopes() -> Vec<String> {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct JwtBearerAuth {
-    /// The Connected App's consumer key (the JWT issuer).
+    /// The consumer key of the Connected App or External Client App (the JWT issuer).
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
     pub client_id: String,
     /// The Salesforce username to act as (the JWT subject), pre-authorized for the app.
     #[schemars(length(min = 3, max = 80), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
     pub username: String,
-    /// The PEM RSA private key whose certificate is uploaded to the Connected App.
+    /// The PEM RSA private key whose certificate is uploaded to the app.
     pub private_key_ref: SecretKeyRef,
 }
 
@@ -166,10 +167,10 @@ pub struct JwtBearerAuth {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCredentialsAuth {
-    /// The Connected App's consumer key.
+    /// The consumer key of the Connected App or External Client App.
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
     pub client_id: String,
-    /// The Connected App's consumer secret.
+    /// The app's consumer secret.
     pub client_secret_ref: SecretKeyRef,
 }
 

@@ -28,6 +28,7 @@ pub mod reauth_record;
 pub mod reconcile;
 pub mod salesforce;
 pub mod secret;
+pub mod setup_check;
 pub mod telemetry;
 pub mod token_secret;
 pub mod token_store;

@@ -53,6 +53,10 @@ enum Command {
     /// Open the Organizations page in a browser: live token states, Update Token, Check now
     /// and details, with your own kubeconfig and RBAC (like kubectl: --context, -n, -A).
     Dashboard(dashboard::DashboardArgs),
+    /// Run an org's OAuth flow once against Salesforce and print a checklist of what to
+    /// change in the Connected App or External Client App (settings and policies) or in the
+    /// SalesforceOrg when Salesforce refuses. Exits 1 when something must change.
+    CheckSetup(cli::CheckSetupArgs),
 }
 
 #[derive(Args, Debug)]
@@ -144,8 +148,8 @@ struct RunArgs {
 
     /// The base URL at which browsers reach the re-auth server, for example
     /// https://sforg.example.com (the chart sets it from its Ingress host). Re-auth links are
-    /// written to status only when it is set; the Connected App's callback URL must be
-    /// URL/oauth/callback.
+    /// written to status only when it is set; the callback URL of the Connected App or
+    /// External Client App must be URL/oauth/callback.
     #[arg(long, env = "SFORG_PUBLIC_URL", value_name = "URL")]
     public_url: Option<String>,
 
@@ -372,6 +376,7 @@ async fn main() -> ExitCode {
         Command::Dashboard(args) => dashboard::run(&args, shutdown_signal())
             .await
             .map_err(|e| e.to_string()),
+        Command::CheckSetup(args) => cli::check_setup(&args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

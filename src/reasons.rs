@@ -38,6 +38,10 @@ pub enum Reason {
     InvalidAudience,
     /// The client credentials flow has no run-as user.
     NoClientCredentialsUser,
+    /// The app requires the consumer secret to refresh, and the spec names none.
+    RefreshSecretRequired,
+    /// The app requires the consumer secret to finish a login, and the spec names none.
+    WebServerSecretRequired,
     /// Salesforce refused for another documented reason.
     AuthorizationRefused,
     /// The tokens belong to another org than the pinned one.
@@ -93,6 +97,8 @@ impl Reason {
             Reason::IpRestricted => "IpRestricted",
             Reason::InvalidAudience => "InvalidAudience",
             Reason::NoClientCredentialsUser => "NoClientCredentialsUser",
+            Reason::RefreshSecretRequired => "RefreshSecretRequired",
+            Reason::WebServerSecretRequired => "WebServerSecretRequired",
             Reason::AuthorizationRefused => "AuthorizationRefused",
             Reason::WrongOrg => "WrongOrg",
             Reason::AuthorizationDenied => "AuthorizationDenied",
@@ -135,6 +141,8 @@ impl From<LostReason> for Reason {
             LostReason::IpRestricted => Reason::IpRestricted,
             LostReason::InvalidAudience => Reason::InvalidAudience,
             LostReason::NoClientCredentialsUser => Reason::NoClientCredentialsUser,
+            LostReason::RefreshSecretRequired => Reason::RefreshSecretRequired,
+            LostReason::WebServerSecretRequired => Reason::WebServerSecretRequired,
             LostReason::Refused => Reason::AuthorizationRefused,
         }
     }
@@ -155,6 +163,8 @@ impl Reason {
             Reason::IpRestricted => LostReason::IpRestricted,
             Reason::InvalidAudience => LostReason::InvalidAudience,
             Reason::NoClientCredentialsUser => LostReason::NoClientCredentialsUser,
+            Reason::RefreshSecretRequired => LostReason::RefreshSecretRequired,
+            Reason::WebServerSecretRequired => LostReason::WebServerSecretRequired,
             Reason::AuthorizationRefused => LostReason::Refused,
             _ => return None,
         })
@@ -216,6 +226,8 @@ mod tests {
             LostReason::IpRestricted,
             LostReason::InvalidAudience,
             LostReason::NoClientCredentialsUser,
+            LostReason::RefreshSecretRequired,
+            LostReason::WebServerSecretRequired,
             LostReason::Refused,
         ] {
             assert_eq!(Reason::from(lost).lost(), Some(lost));

@@ -1,6 +1,6 @@
-//! The CRD against a real kube-apiserver: it installs, the README's examples apply, bad specs
-//! are refused with messages that say what to write, and status is only written through the
-//! status subresource.
+//! The CRD against a real kube-apiserver: it installs, the README's and the setup guide's
+//! examples apply, bad specs are refused with messages that say what to write, and status is
+//! only written through the status subresource.
 
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,38 +34,42 @@ async fn crd_becomes_established() {
 async fn readme_examples_apply() {
     let client = client().await;
     let ns = namespace(&client, "readme").await;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("read README.md");
-    let mut applied = 0;
-    for block in readme.split("```yaml").skip(1) {
-        let body = block.split("```").next().unwrap_or_default();
-        for doc in body.split("\n---") {
-            if !doc.contains("kind: SalesforceOrg") {
-                continue;
+    // The README and the Salesforce setup guide: every SalesforceOrg they show must apply.
+    for file in ["README.md", "docs/salesforce-setup.md"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {file}: {e}"));
+        let mut applied = 0;
+        for block in text.split("```yaml").skip(1) {
+            let body = block.split("```").next().unwrap_or_default();
+            for doc in body.split("\n---") {
+                if !doc.contains("kind: SalesforceOrg") {
+                    continue;
+                }
+                let mut value: Value = serde_saphyr::from_str(doc)
+                    .unwrap_or_else(|e| panic!("{file} example is not YAML: {e}"));
+                // Snippets that only mention the kind (a Flux health check, say) are not examples.
+                if value["kind"] != "SalesforceOrg" {
+                    continue;
+                }
+                value["metadata"]["namespace"] = json!(ns);
+                let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+                let obj: DynamicObject = serde_json::from_value(value).expect("object");
+                raw_orgs(&client, &ns)
+                    .patch(
+                        &name,
+                        &PatchParams::apply(TEST_MANAGER),
+                        &Patch::Apply(&obj),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{file} example {name} was refused: {e}"));
+                applied += 1;
             }
-            let mut value: Value = serde_saphyr::from_str(doc).expect("README example is YAML");
-            // Snippets that only mention the kind (a Flux health check, say) are not examples.
-            if value["kind"] != "SalesforceOrg" {
-                continue;
-            }
-            value["metadata"]["namespace"] = json!(ns);
-            let name = value["metadata"]["name"].as_str().expect("name").to_owned();
-            let obj: DynamicObject = serde_json::from_value(value).expect("object");
-            raw_orgs(&client, &ns)
-                .patch(
-                    &name,
-                    &PatchParams::apply(TEST_MANAGER),
-                    &Patch::Apply(&obj),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("README example {name} was refused: {e}"));
-            applied += 1;
         }
+        assert!(
+            applied >= 3,
+            "expected at least 3 SalesforceOrg examples in {file}, found {applied}"
+        );
     }
-    assert!(
-        applied >= 3,
-        "expected at least 3 SalesforceOrg examples in README.md, found {applied}"
-    );
 }
 
 #[tokio::test]

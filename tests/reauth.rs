@@ -22,7 +22,28 @@ use sforg_operator::callback::state::{self, Purpose, StateClaims};
 use sforg_operator::callback::{CALLBACK_PATH, REAUTH_ERROR_ANNOTATION, USED_STATES_ANNOTATION};
 use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_simulator::html_form::HtmlForm;
+use sforg_simulator::{AppKind, DEMO_PERMISSION_SET, PermittedUsers};
 use url::Url;
+
+/// Runs `scenario(kind)` as two tests: `scenario::connected_app` and
+/// `scenario::external_client_app`.
+macro_rules! for_both_kinds {
+    ($scenario:ident) => {
+        mod $scenario {
+            use sforg_simulator::AppKind;
+
+            #[tokio::test]
+            async fn connected_app() {
+                super::$scenario(AppKind::ConnectedApp).await
+            }
+
+            #[tokio::test]
+            async fn external_client_app() {
+                super::$scenario(AppKind::ExternalClientApp).await
+            }
+        }
+    };
+}
 
 /// A response as a browser sees it.
 #[derive(Debug)]
@@ -286,9 +307,13 @@ async fn log_in(browser: &mut Browser, op: &Operator, link: &str, person: &Perso
     callback
 }
 
-#[tokio::test]
-async fn a_person_reauthorizes_an_expired_org_through_the_link() {
-    let op = Operator::start_with_reauth("reauth-e2e").await;
+for_both_kinds!(a_person_reauthorizes_an_expired_org_through_the_link);
+async fn a_person_reauthorizes_an_expired_org_through_the_link(kind: AppKind) {
+    let prefix = match kind {
+        AppKind::ConnectedApp => "reauth-e2e",
+        AppKind::ExternalClientApp => "reauth-e2e-eca",
+    };
+    let op = Operator::start_with_reauth_kind(prefix, kind).await;
     let mut browser = Browser::new(&op);
 
     // A new org: Pending, with a link to connect it for the first time.
@@ -777,6 +802,97 @@ async fn salesforce_refusals_are_reported_on_the_org() {
         .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
     let done = browser.send(callback, None).await;
     assert_eq!(done.status, 200, "{}", done.body);
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+    assert!(!org.annotations().contains_key(REAUTH_ERROR_ANNOTATION));
+}
+
+/// Refusals that only an External Client App's settings and policies cause, reported on the
+/// page and the org with the setting to change: "Require secret for Web Server Flow" with
+/// no secret in the spec, then "Admin approved users are pre-authorized" with the user
+/// outside the app's permission sets. Fixing each lets the same link work.
+#[tokio::test]
+async fn external_client_app_refusals_name_the_setting_to_change() {
+    let op = Operator::start_with_reauth_kind("reauth-eca", AppKind::ExternalClientApp).await;
+    let ctl = op.sim.control();
+    let app = op.demo.app.client_id.clone();
+    let user = op.demo.user.username.clone();
+    // A PKCE-only org: no clientSecretRef.
+    op.create_org(
+        "acme",
+        json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": app}},
+            "tokenSecretRef": {"name": "acme-token"},
+        }),
+    )
+    .await;
+    op.wait_state("acme", TokenState::Pending, Some("AwaitingAuthorization"))
+        .await;
+    let link = link_of(&op, "acme").await;
+    let mut browser = Browser::new(&op);
+
+    // The app still requires its secret for the web server flow (the default).
+    let callback = to_callback(&mut browser, &op, &link, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let page = refused(
+        &op,
+        &mut browser,
+        callback,
+        403,
+        "salesforce-refused",
+        &None,
+    )
+    .await;
+    assert!(
+        page.body.contains("Require secret for Web Server Flow"),
+        "{}",
+        page.body
+    );
+    let org = op
+        .wait_state("acme", TokenState::Pending, Some("WebServerSecretRequired"))
+        .await;
+    assert!(
+        ready(&org).1.contains("clientSecretRef"),
+        "{:?}",
+        ready(&org)
+    );
+
+    // Both secret settings cleared; the Permitted Users policy now admits only the
+    // permission set, which the user no longer holds.
+    ctl.set_require_secret(&app, false, false)
+        .expect("settings");
+    ctl.set_permitted_users(&app, PermittedUsers::AdminApprovedPreAuthorized)
+        .expect("policy");
+    ctl.set_user_permission_set(&user, DEMO_PERMISSION_SET, false)
+        .expect("remove permission set");
+    let callback = to_callback(&mut browser, &op, &link, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    assert!(!query(&callback, "error").is_empty(), "{callback}");
+    let page = refused(
+        &op,
+        &mut browser,
+        callback,
+        403,
+        "salesforce-refused",
+        &None,
+    )
+    .await;
+    assert!(
+        page.body.contains("Policies tab &gt; OAuth Policies"),
+        "{}",
+        page.body
+    );
+    op.wait_state("acme", TokenState::Pending, Some("UserNotApproved"))
+        .await;
+
+    // The permission set assigned again: the same link connects the org.
+    ctl.set_user_permission_set(&user, DEMO_PERMISSION_SET, true)
+        .expect("assign");
+    log_in(&mut browser, &op, &link, &admin(&op)).await;
     let org = op
         .wait_state("acme", TokenState::Valid, Some("TokenValid"))
         .await;

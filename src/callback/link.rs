@@ -71,7 +71,7 @@ impl Links {
         &self.key
     }
 
-    /// The `redirect_uri` to configure in the Connected App.
+    /// The `redirect_uri` to configure in the Connected App or External Client App.
     pub fn callback_url(&self) -> String {
         format!("{}{CALLBACK_PATH}", self.base)
     }

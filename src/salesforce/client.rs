@@ -190,9 +190,9 @@ pub fn authorize_url(
 pub struct AuthorizeRequest<'a> {
     /// The org's login URL.
     pub login_url: &'a str,
-    /// The Connected App's consumer key.
+    /// The consumer key of the Connected App or External Client App.
     pub client_id: &'a str,
-    /// The callback configured in the Connected App.
+    /// The callback URL configured in the Connected App or External Client App.
     pub redirect_uri: &'a str,
     /// Scopes to ask for.
     pub scopes: &'a [&'a str],
@@ -443,6 +443,30 @@ impl HttpSalesforce {
             state,
             login_hint,
         )
+    }
+
+    /// Opens the authorize endpoint as a browser would, without logging in, and reads what
+    /// it answers: the first leg of the web server flow, which checks the consumer key, the
+    /// callback URL, the scopes and PKCE before anyone logs in. Nothing is authorized.
+    pub async fn probe_authorize(
+        &self,
+        request: &AuthorizeRequest<'_>,
+    ) -> Result<classify::AuthorizeAnswer, SfError> {
+        let (_, verifier) = PkceCodeChallenge::new_random_sha256();
+        let verifier = SecretString::new(verifier.secret().clone());
+        let url = authorize_url_with(&self.allowlist, request, &verifier)?;
+        let request = self
+            .http
+            .get(url)
+            .header(ACCEPT, "text/html")
+            .build()
+            .map_err(|e| classify::transport_error(&e))?;
+        let received = self.send(request).await?;
+        let location = received
+            .headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        classify::authorize_answer(received.status.as_u16(), location, &received.body)
     }
 
     fn url(&self, base_url: &str, path: &str) -> Result<Url, SfError> {
@@ -702,7 +726,13 @@ impl Salesforce for HttpSalesforce {
             .request_async(&TokenTransport(self))
             .await
             .map(into_token_response)
-            .map_err(from_oauth2)
+            .map_err(|e| {
+                classify::refine_for_secret(
+                    from_oauth2(e),
+                    app.client_secret.is_some(),
+                    classify::SecretFlow::Refresh,
+                )
+            })
     }
 
     async fn jwt_bearer(
@@ -784,7 +814,13 @@ impl Salesforce for HttpSalesforce {
             .request_async(&TokenTransport(self))
             .await
             .map(into_token_response)
-            .map_err(from_oauth2)
+            .map_err(|e| {
+                classify::refine_for_secret(
+                    from_oauth2(e),
+                    app.client_secret.is_some(),
+                    classify::SecretFlow::WebServer,
+                )
+            })
     }
 
     async fn revoke(&self, login_url: &str, token: &SecretString) -> Result<(), SfError> {

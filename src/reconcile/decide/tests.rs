@@ -243,6 +243,16 @@ fn verdict_table() {
         ),
         ("inactive", lost(LostReason::UserInactive), "UserInactive"),
         (
+            "refresh needs a secret",
+            lost(LostReason::RefreshSecretRequired),
+            "RefreshSecretRequired",
+        ),
+        (
+            "login needs a secret",
+            lost(LostReason::WebServerSecretRequired),
+            "WebServerSecretRequired",
+        ),
+        (
             "outage",
             transient(TransientReason::ServerError),
             "SalesforceUnavailable",
