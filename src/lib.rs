@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crd;
 pub mod dependents;
 pub mod events;
+pub mod http_server;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;

@@ -25,8 +25,9 @@ pub fn settle(
     let uid = org.uid().unwrap_or_default();
     let web_server = matches!(org.spec.auth.flow(), Ok(AuthFlow::WebServer(_)));
     let links = settings.reauth.as_ref();
+    let generation = org.metadata.generation.unwrap_or_default();
     let verifies = match (links, &status.reauth) {
-        (Some(l), Some(link)) => l.verifies(link, &ns, &name, &uid, now),
+        (Some(l), Some(link)) => l.verifies(link, &ns, &name, &uid, generation, now),
         _ => false,
     };
     let plan = decide::link_plan(
@@ -38,7 +39,9 @@ pub fn settle(
         now,
     );
     match (plan, links) {
-        (LinkPlan::Issue, Some(l)) => status.reauth = Some(l.issue(&ns, &name, &uid, now)),
+        (LinkPlan::Issue, Some(l)) => {
+            status.reauth = Some(l.issue(&ns, &name, &uid, generation, now))
+        }
         (LinkPlan::Remove, _) => status.reauth = None,
         _ => {}
     }
