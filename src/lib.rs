@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod dashboard;
 pub mod dependents;
 pub mod events;
+pub mod http_server;
 pub mod leader;
 pub mod manifests;
 pub mod messages;

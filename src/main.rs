@@ -217,22 +217,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let router = telemetry::router(metrics.clone(), health.clone());
-    tokio::spawn(async move {
-        if let Err(e) = telemetry::serve(listener, router, std::future::pending()).await {
-            tracing::error!(error = %e, "metrics and health server failed");
-        }
-    });
+    telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
     if let Some(addr) = args.health_listen {
         let listener = telemetry::bind(addr).await.map_err(|e| e.to_string())?;
         let router = telemetry::health_router(health.clone());
-        tokio::spawn(async move {
-            if let Err(e) = telemetry::serve(listener, router, std::future::pending()).await {
-                tracing::error!(error = %e, "health server failed");
-            }
-        });
+        telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
     }
     let salesforce = Instrumented::new(
-        HttpSalesforce::new(http).map_err(|e| e.to_string())?,
+        HttpSalesforce::new(http.clone()).map_err(|e| e.to_string())?,
         metrics.clone(),
     );
     let client = kube::Client::try_default().await.map_err(|e| {
@@ -249,9 +241,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
                     .unwrap_or((None, callback::DEFAULT_KEY_SECRET.to_owned())),
                 revoke_superseded: args.revoke_superseded_tokens,
             };
+            // The callback gets its own Salesforce client: its connections are driven by the
+            // callback server's runtime, which a flood of requests may keep busy.
+            let callback_salesforce = Instrumented::new(
+                HttpSalesforce::new(http.clone()).map_err(|e| e.to_string())?,
+                metrics.clone(),
+            );
             let spawned = callback::spawn(
                 &client,
-                salesforce.clone(),
+                callback_salesforce,
                 allowlist.clone(),
                 options,
                 sforg_operator::clock::Clock::system(),

@@ -16,6 +16,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::http_server::Limits;
 use crate::metrics::Metrics;
 
 /// Log line format.
@@ -153,14 +154,32 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves, with the limits of
+/// [`crate::http_server`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve)
+    crate::http_server::serve(listener, router, Limits::DEFAULT, shutdown).await;
+    Ok(())
+}
+
+/// Serves `router` on `listener` from a thread and runtime of its own (see
+/// [`crate::http_server::spawn_isolated`]), so that no client of `/metrics` or the probes can
+/// delay the controller.
+pub fn spawn(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    crate::http_server::spawn_isolated(
+        "metrics-server",
+        listener,
+        router,
+        Limits::DEFAULT,
+        shutdown,
+    )
+    .map(|_| ())
+    .map_err(ServeError::Serve)
 }

@@ -795,7 +795,7 @@ async fn state_key_works(sa: &Client, installed: &Installed) {
     let again = callback::load_or_create_key(sa, &installed.release_ns, &name)
         .await
         .expect("read the state key as the ServiceAccount");
-    assert_eq!(first.as_bytes(), again.as_bytes());
+    assert_eq!(first.current().as_bytes(), again.current().as_bytes());
 }
 
 /// Permissions the ServiceAccount must not have.

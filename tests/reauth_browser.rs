@@ -1,5 +1,6 @@
 //! The re-auth flow in a real browser: headless Chromium, driven through chromedriver's
-//! WebDriver API, opens the link in status, logs in on the simulator's Salesforce pages,
+//! WebDriver API, opens the link in status, continues on the operator's confirmation page,
+//! logs in on the simulator's Salesforce pages,
 //! approves, and lands on the operator's "Token valid" page; the org is Valid again and its
 //! CronJob resumed. This proves the pages, redirects and the SameSite cookie work in a
 //! browser, beyond the HTTP client of `tests/reauth.rs`.
@@ -79,6 +80,12 @@ async fn chromium_reauthorizes_an_expired_org() {
 
     let browser = Browser::start(Some(op.sim.proxy_url())).await;
     browser.open(&link).await;
+    // The operator's page says which org and where the login happens; its button goes on.
+    let facts = browser.text("#facts").await;
+    assert!(facts.contains(&format!("{}/acme", op.ns)), "{facts}");
+    assert!(facts.contains("login.salesforce.com"), "{facts}");
+    assert!(facts.contains(&op.demo.user.username), "{facts}");
+    browser.click("#continue").await;
     assert!(
         browser
             .current_url()

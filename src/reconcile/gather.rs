@@ -128,13 +128,15 @@ fn link_facts(
     };
     let ns = org.namespace().unwrap_or_default();
     let name = org.name_any();
+    // A link names the spec generation it was issued for: a spec change retires it.
+    let generation = org.metadata.generation.unwrap_or_default();
     LinkFacts {
         served: true,
         verifies: status
             .reauth
             .as_ref()
-            .is_some_and(|link| links.verifies(link, &ns, &name, uid, now)),
-        fresh: web_server.then(|| links.issue(&ns, &name, uid, now)),
+            .is_some_and(|link| links.verifies(link, &ns, &name, uid, generation, now)),
+        fresh: web_server.then(|| links.issue(&ns, &name, uid, generation, now)),
     }
 }
 
