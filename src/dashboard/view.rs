@@ -307,6 +307,19 @@ fn banner(problem: Option<&str>) -> Markup {
     }
 }
 
+/// The heading row of the orgs table, on the list and on the details page.
+fn orgs_head() -> Markup {
+    html! {
+        thead {
+            tr {
+                th.namespace { "Namespace" } th { "Name" } th { "Token" } th { "Reason" }
+                th { "Org ID" } th { "Username" } th { "Last checked" }
+                th { "Last authorized" } th { "Backups held" } th { "Actions" }
+            }
+        }
+    }
+}
+
 /// The Organizations page.
 pub fn list_page(
     ctx: &PageContext,
@@ -335,13 +348,7 @@ pub fn list_page(
                 }
                 (banner(problem))
                 table #orgs {
-                    thead {
-                        tr {
-                            th.namespace { "Namespace" } th { "Name" } th { "Token" } th { "Reason" }
-                            th { "Org ID" } th { "Username" } th { "Last checked" }
-                            th { "Last authorized" } th { "Backups held" } th { "Actions" }
-                        }
-                    }
+                    (orgs_head())
                     tbody #rows { (rows(orgs.iter().copied(), now)) }
                 }
                 p #empty hidden[!orgs.is_empty()] { "No SalesforceOrgs here yet." }
@@ -423,13 +430,7 @@ pub fn details_page(
                 }
                 (banner(None))
                 table #orgs {
-                    thead {
-                        tr {
-                            th.namespace { "Namespace" } th { "Name" } th { "Token" } th { "Reason" }
-                            th { "Org ID" } th { "Username" } th { "Last checked" }
-                            th { "Last authorized" } th { "Backups held" } th { "Actions" }
-                        }
-                    }
+                    (orgs_head())
                     tbody #rows { (row(&r)) }
                 }
                 section #conditions {

@@ -201,6 +201,10 @@ impl Browser {
     /// The rendered text of the element matching `css`.
     pub async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
+        self.element_text(&id).await
+    }
+
+    async fn element_text(&self, id: &str) -> String {
         let value = self
             .call(
                 reqwest::Method::GET,
@@ -216,16 +220,7 @@ impl Browser {
         let deadline = Instant::now() + PAGE_WAIT;
         loop {
             let text = match self.try_find(css).await {
-                Some(id) => self
-                    .call(
-                        reqwest::Method::GET,
-                        &format!("/element/{id}/text"),
-                        Value::Null,
-                    )
-                    .await
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
+                Some(id) => self.element_text(&id).await,
                 None => String::new(),
             };
             if text.contains(want) {
