@@ -172,7 +172,10 @@ pub async fn store(
                 USED_LINKS_ANNOTATION.to_owned(),
                 with_used_state(&used_links, link, link_expires),
             );
-            annotations.insert(AUTHORIZED_BY_ANNOTATION.to_owned(), authorized_by.to_owned());
+            annotations.insert(
+                AUTHORIZED_BY_ANNOTATION.to_owned(),
+                authorized_by.to_owned(),
+            );
             annotations.insert(AUTHORIZED_AT_ANNOTATION.to_owned(), at.to_string());
         }
         match save(secrets, &secret).await {

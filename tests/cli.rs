@@ -146,8 +146,15 @@ async fn status_check_and_reauth_from_the_command_line() {
 
 #[tokio::test]
 async fn every_subcommand_has_help_with_examples() {
-    for sub in ["run", "crd", "status", "reauth", "check", "dashboard"] {
-    for sub in ["run", "crd", "status", "reauth", "check", "check-setup"] {
+    for sub in [
+        "run",
+        "crd",
+        "status",
+        "reauth",
+        "check",
+        "dashboard",
+        "check-setup",
+    ] {
         let out = sforg(&[sub, "--help"]).await;
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{sub}: {stderr}");
@@ -157,8 +164,7 @@ async fn every_subcommand_has_help_with_examples() {
         );
     }
     let (stdout, _) = text(&sforg(&["--help"]).await);
-    for sub in ["status", "reauth", "check", "dashboard"] {
-    for sub in ["status", "reauth", "check", "check-setup"] {
+    for sub in ["status", "reauth", "check", "dashboard", "check-setup"] {
         assert!(stdout.contains(sub), "{stdout}");
     }
     let (stdout, _) = text(&sforg(&["run", "--help"]).await);
@@ -215,6 +221,8 @@ async fn works_as_a_kubectl_plugin() {
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `run` refuses a bad `--allowed-login-domain` at start, before it contacts anything, with a
 /// message that names the entry and says what to give instead.
 #[test]
@@ -251,6 +259,8 @@ fn run_refuses_public_suffixes_and_malformed_domains() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!stderr.contains("Kubernetes API"), "{args:?}: {stderr}");
     }
+}
+
 /// Runs `check-setup` for `name` through the simulator's proxy; returns (exit ok, stdout).
 async fn check_setup(op: &Operator, name: &str, extra: &[&str]) -> (bool, String) {
     let ca = std::env::temp_dir().join(format!("sforg-cli-ca-{}.pem", op.ns));

@@ -55,17 +55,8 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
 /// Raises this process's open-file limit to its hard limit: the flood needs thousands of
 /// sockets, and the operator (a child) inherits the limit.
 fn raise_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+    // A safe wrapper: the project forbids unsafe code, tests included.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
 }
 
 #[derive(Default)]
@@ -156,6 +147,7 @@ async fn a_flood_on_both_servers_stops_neither_reauth_nor_reconciling() {
         DemoOptions {
             redirect_uris: vec![format!("{public_url}{CALLBACK_PATH}")],
             rotation: true,
+            ..DemoOptions::default()
         },
     )
     .await;

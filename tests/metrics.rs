@@ -340,6 +340,8 @@ async fn reconcile_errors_are_counted_by_the_step_that_failed() {
     op.wait_state("acme", TokenState::Expired, Some("RefreshTokenRevoked"))
         .await;
     task.abort();
+}
+
 /// Ports the kernel lists as listening (TCP, IPv4), with their local address, from
 /// /proc/net/tcp.
 fn listening(port: u16) -> Vec<std::net::Ipv4Addr> {

@@ -118,6 +118,7 @@ impl Release {
         let options = DemoOptions {
             redirect_uris: vec![format!("{public_url}/oauth/callback")],
             rotation: true,
+            ..DemoOptions::default()
         };
         let op = Operator::prepare_in(&kubeconfig(), prefix, options).await;
         let dir = std::env::temp_dir().join(format!("sforg-node-{}", op.ns));

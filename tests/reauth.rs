@@ -857,6 +857,7 @@ async fn https_cookies_are_host_prefixed_random_and_bound_to_the_state() {
         links: links.clone(),
         allowlist: HostAllowlist::default(),
         revoke_superseded: true,
+        clock: sforg_operator::clock::Clock::system(),
     });
     let server = tokio::spawn(callback::serve(listener, router, std::future::pending()));
     let link = links.issue(

@@ -560,6 +560,8 @@ async fn a_secret_that_is_not_ours_is_neither_read_nor_written() {
         .await
         .unwrap();
     op.wait_state("acme", TokenState::Valid, None).await;
+}
+
 /// The client credentials flow pointed at a host that is not the org's My Domain (here an
 /// instance host, which the schema cannot tell apart): Salesforce answers "request not
 /// supported on this domain", a spec fix. The org is Unknown with a reason that says to use
@@ -612,6 +614,8 @@ async fn client_credentials_off_my_domain_is_a_configuration_error() {
         .filter(|e| e.reason.as_deref() == Some("TokenExpired"))
         .count();
     assert_eq!(expired, 0);
+}
+
 /// The External Client App trap: "Require secret for Web Server Flow" cleared for a PKCE-only
 /// login, "Require secret for Refresh Token Flow" left on, and no secret in the spec. The
 /// first refresh fails with a reason that names the setting; clearing it brings the org back

@@ -49,7 +49,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cookie::{Cookie, SameSite};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use tokio::net::TcpListener;
@@ -61,9 +60,9 @@ pub use key::{
 pub use link::{CALLBACK_PATH, CONFIRM_USER_PATH, DEFAULT_LINK_LIFETIME, Links, PublicUrlError};
 pub use state::{SigningKeys, StateKey};
 
-use crate::crd::{AuthFlow, SalesforceOrg, TokenState, WebServerAuth};
 use crate::FIELD_MANAGER;
 use crate::clock::Clock;
+use crate::crd::{AuthFlow, SalesforceOrg, TokenState, WebServerAuth};
 use crate::credentials;
 use crate::events::Recorder;
 use crate::http_server::Limits;
@@ -1291,7 +1290,10 @@ mod tests {
             let f = callback_failure(error, description, "7".into());
             assert_eq!(f.reason, want, "{error}");
             assert_eq!(f.tokens, "7");
-            assert!(messages::failed_login(f.reason, &f.description, "00D").is_some(), "{error}");
+            assert!(
+                messages::failed_login(f.reason, &f.description, "00D").is_some(),
+                "{error}"
+            );
         }
     }
 
