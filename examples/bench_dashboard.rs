@@ -6,6 +6,9 @@
 //! chromedriver come from Debian's chromium and chromium-driver, as for the tests).
 //! Prints figures; asserts nothing.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 #[path = "../tests/common/browser.rs"]

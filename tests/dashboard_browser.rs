@@ -4,6 +4,9 @@
 //! rendered as text, RBAC of the person who runs it, and refusals of requests without the
 //! per-run secret or from another origin. Screenshots go to `target/screenshots/`.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

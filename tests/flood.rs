@@ -5,6 +5,9 @@
 //! `/healthz` answers, a person's re-auth through the link succeeds, and the controller
 //! keeps reconciling: an expiry suspends its CronJob within 2 s.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::SocketAddr;

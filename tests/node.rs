@@ -8,6 +8,9 @@
 //! proxy on 127.0.0.1. These tests wait on minute boundaries (CronJob schedules), so each
 //! deadline is generous; they poll, never sleep for a fixed time.
 
+// A test (or benchmark) fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
