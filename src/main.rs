@@ -1,5 +1,7 @@
 //! The `sforg-operator` command: wiring only; behaviour lives in the library modules.
 
+use std::sync::Arc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,32 +199,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let allowlist = HostAllowlist::from_admin(&args.allowed_login_domains)
         .map_err(|e| e.to_string())?
         .with_ports(args.allowed_login_ports.iter().copied());
-    let extra_ca_pem = match &args.extra_ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| format!("cannot read --extra-ca-file {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
-    let http = HttpSettings {
-        proxy: args.salesforce_proxy.clone(),
-        extra_ca_pem,
-        timeout: args.salesforce_timeout,
-        allowlist: allowlist.clone(),
-        ..HttpSettings::default()
-    };
+    let http = http_settings(&args, &allowlist)?;
     let metrics = Metrics::new();
     let health = Health::default();
-    let listener = telemetry::bind(args.metrics_listen)
-        .await
-        .map_err(|e| e.to_string())?;
-    let router = telemetry::router(metrics.clone(), health.clone());
-    telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
-    if let Some(addr) = args.health_listen {
-        let listener = telemetry::bind(addr).await.map_err(|e| e.to_string())?;
-        let router = telemetry::health_router(health.clone());
-        telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
-    }
+    serve_telemetry(&args, &metrics, &health).await?;
     let salesforce = Instrumented::new(
         HttpSalesforce::new(http.clone()).map_err(|e| e.to_string())?,
         metrics.clone(),
@@ -230,38 +210,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
     })?;
-    let reauth = match &args.public_url {
-        Some(url) => {
-            let options = callback::ServerOptions {
-                public_url: url.clone(),
-                listen: args.callback_listen,
-                key_secret: args
-                    .state_key_secret
-                    .clone()
-                    .unwrap_or((None, callback::DEFAULT_KEY_SECRET.to_owned())),
-                revoke_superseded: args.revoke_superseded_tokens,
-            };
-            // The callback gets its own Salesforce client: its connections are driven by the
-            // callback server's runtime, which a flood of requests may keep busy.
-            let callback_salesforce = Instrumented::new(
-                HttpSalesforce::new(http.clone()).map_err(|e| e.to_string())?,
-                metrics.clone(),
-            );
-            let spawned = callback::spawn(
-                &client,
-                callback_salesforce,
-                allowlist.clone(),
-                options,
-                sforg_operator::clock::Clock::system(),
-                shutdown_signal(),
-            );
-            Some(spawned.await.map_err(|e| e.to_string())?)
-        }
-        None => {
-            tracing::info!("no --public-url: re-auth links are not written to status");
-            None
-        }
-    };
+    let reauth = serve_callback(&args, &client, &http, &metrics, &allowlist).await?;
     let settings = Settings {
         keepalive: args.refresh_keepalive,
         allowlist,
@@ -272,7 +221,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "sforg-operator".into());
     let scope = Scope {
-        namespaces: args.namespace,
+        namespaces: args.namespace.clone(),
     };
     tracing::info!(namespaces = ?scope.namespaces, domains = ?settings.allowlist.domains(), metrics = %args.metrics_listen, "starting");
     let hooks = Hooks {
@@ -292,27 +241,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         )
         .await;
     } else {
-        let config = LeaseConfig {
-            lease_duration: args.lease_duration,
-            renew_interval: args.lease_renew_interval,
-            ..LeaseConfig::new(
-                args.lease_name.clone(),
-                args.lease_namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                // Unique even for two processes on one host without POD_NAME.
-                format!("{instance}_{}", std::process::id()),
-            )
-        };
-        // The lease gets its own client (its own connections), so a busy controller can never
-        // delay a renewal long enough to lose leadership.
-        let lease_client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("cannot reach the Kubernetes API for the leader lease: {e}"))?;
-        let elector = Elector::new(lease_client, config)
-            .map_err(|e| e.to_string())?
-            .with_metrics(metrics.clone())
-            .with_health(health.clone());
+        let elector = elector(&args, &instance, &metrics, &health).await?;
         elector
             .run(shutdown_signal(), |stop| {
                 controller::run_with(
@@ -330,6 +259,109 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How the operator reaches Salesforce.
+fn http_settings(args: &RunArgs, allowlist: &HostAllowlist) -> Result<HttpSettings, String> {
+    let extra_ca_pem = match &args.extra_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read --extra-ca-file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(HttpSettings {
+        proxy: args.salesforce_proxy.clone(),
+        extra_ca_pem,
+        timeout: args.salesforce_timeout,
+        allowlist: allowlist.clone(),
+        ..HttpSettings::default()
+    })
+}
+
+/// Metrics and health on `--metrics-listen`, and health alone on `--health-listen` when set.
+async fn serve_telemetry(args: &RunArgs, metrics: &Arc<Metrics>, health: &Health) -> Result<(), String> {
+    let listener = telemetry::bind(args.metrics_listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let router = telemetry::router(metrics.clone(), health.clone());
+    telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
+    if let Some(addr) = args.health_listen {
+        let listener = telemetry::bind(addr).await.map_err(|e| e.to_string())?;
+        let router = telemetry::health_router(health.clone());
+        telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The re-auth callback server, when the operator has a public URL; the links it serves.
+async fn serve_callback(
+    args: &RunArgs,
+    client: &kube::Client,
+    http: &HttpSettings,
+    metrics: &Arc<Metrics>,
+    allowlist: &HostAllowlist,
+) -> Result<Option<callback::Links>, String> {
+    let Some(url) = &args.public_url else {
+        tracing::info!("no --public-url: re-auth links are not written to status");
+        return Ok(None);
+    };
+    let options = callback::ServerOptions {
+        public_url: url.clone(),
+        listen: args.callback_listen,
+        key_secret: args
+            .state_key_secret
+            .clone()
+            .unwrap_or((None, callback::DEFAULT_KEY_SECRET.to_owned())),
+        revoke_superseded: args.revoke_superseded_tokens,
+    };
+    // The callback gets its own Salesforce client: its connections are driven by the callback
+    // server's runtime, which a flood of requests may keep busy.
+    let salesforce = Instrumented::new(
+        HttpSalesforce::new(http.clone()).map_err(|e| e.to_string())?,
+        metrics.clone(),
+    );
+    let links = callback::spawn(
+        client,
+        salesforce,
+        allowlist.clone(),
+        options,
+        sforg_operator::clock::Clock::system(),
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(Some(links))
+}
+
+/// The leader elector on the configured Lease.
+async fn elector(
+    args: &RunArgs,
+    instance: &str,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+) -> Result<Elector, String> {
+    let config = LeaseConfig {
+        lease_duration: args.lease_duration,
+        renew_interval: args.lease_renew_interval,
+        ..LeaseConfig::new(
+            args.lease_name.clone(),
+            args.lease_namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            // Unique even for two processes on one host without POD_NAME.
+            format!("{instance}_{}", std::process::id()),
+        )
+    };
+    // The lease gets its own client (its own connections), so a busy controller can never
+    // delay a renewal long enough to lose leadership.
+    let lease_client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API for the leader lease: {e}"))?;
+    Ok(Elector::new(lease_client, config)
+        .map_err(|e| e.to_string())?
+        .with_metrics(metrics.clone())
+        .with_health(health.clone()))
 }
 
 async fn shutdown_signal() {

@@ -242,7 +242,8 @@ async fn organizations_page_in_chromium() {
             .contains_key(sforg_operator::reconcile::CHECK_ANNOTATION)
     );
 
-    // Update Token: the link opens Salesforce's login in a new tab; after the login the row
+    // Update Token: the link opens the operator's confirmation page in a new tab, then
+    // Salesforce's login; after the login the row
     // turns Token Valid in the first tab, which never reloaded.
     browser
         .execute("window.sforgMarker = 'same page'; return null", json!([]))
@@ -255,6 +256,8 @@ async fn organizations_page_in_chromium() {
     })
     .await;
     browser.switch_to(&login_tab).await;
+    // The operator's confirmation page first: which org, which login host; then Salesforce.
+    browser.click("#continue").await;
     browser.type_into("#username", &op.demo.user.username).await;
     browser.type_into("#password", &op.demo.password).await;
     browser.click("#Login").await;
