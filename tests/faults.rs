@@ -1170,17 +1170,7 @@ async fn skewed_clock_loses_nothing(prefix: &str, offset: SignedDuration) {
     assert_eq!(valid_refresh_tokens(&op), vec![rotated]);
 
     // JWT bearer flow.
-    let key = ctl
-        .enable_jwt(&op.demo.app.client_id, &op.demo.user.username)
-        .expect("jwt");
-    let jwt_key: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "jwt-key"}, "stringData": {"tls.key": key.private_key_pem},
-    }))
-    .expect("secret");
-    op.secrets()
-        .create(&PostParams::default(), &jwt_key)
-        .await
-        .expect("jwt key");
+    op.create_jwt_key("jwt-key").await;
     let jwt_calls = || ctl.call_counts().grant_type(GRANT_JWT_BEARER);
     let jwt_before = jwt_calls();
     op.create_org(
@@ -1297,17 +1287,7 @@ async fn a_date_beyond_ten_minutes_is_never_signed() {
     logs();
     let op = Operator::start("skew-far").await;
     let ctl = op.sim.control();
-    let key = ctl
-        .enable_jwt(&op.demo.app.client_id, &op.demo.user.username)
-        .expect("jwt");
-    let jwt_key: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "jwt-key"}, "stringData": {"tls.key": key.private_key_pem},
-    }))
-    .expect("secret");
-    op.secrets()
-        .create(&PostParams::default(), &jwt_key)
-        .await
-        .expect("jwt key");
+    op.create_jwt_key("jwt-key").await;
     ctl.inject_fault(Fault::new(FaultKind::SkewedClock { seconds: 3600 }).on(Endpoint::Token));
     op.create_cronjob("backup", &[("backup-of", "jwt")], false)
         .await;
