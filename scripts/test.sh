@@ -44,7 +44,7 @@ cargo_deny_version=0.20.2
 if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $cargo_deny_version" ]; then
   cargo install --locked cargo-deny --version "$cargo_deny_version"
 fi
-cargo deny --offline --locked check
+cargo deny --offline --locked check --hide-inclusion-graph
 # Build everything before the control plane starts, so its clock does not include compilation.
 cargo test --workspace --locked --no-run
 

@@ -55,6 +55,15 @@ fn reason_of(org: &sforg_operator::crd::SalesforceOrg, type_: &str) -> (String, 
     (c.status.clone(), c.reason.clone())
 }
 
+/// The Ready condition's message.
+fn ready_message(org: &sforg_operator::crd::SalesforceOrg) -> String {
+    org.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn first_tokens_make_the_org_valid() {
     let op = Operator::start("first").await;
@@ -452,11 +461,7 @@ async fn bad_secret_contents_give_a_clear_condition() {
             Some("CredentialsSecretMissing"),
         )
         .await;
-    let msg = org
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let msg = ready_message(&org);
     assert!(
         msg.contains("kubectl create secret generic absent"),
         "{msg}"
@@ -477,11 +482,7 @@ async fn a_login_host_outside_the_allowlist_receives_nothing() {
     let org = op
         .wait_state("evil", TokenState::Unknown, Some("HostNotAllowed"))
         .await;
-    let msg = org
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let msg = ready_message(&org);
     assert!(msg.contains("--allowed-login-domain"), "{msg}");
     op.request_check("evil").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -586,11 +587,7 @@ async fn client_credentials_off_my_domain_is_a_configuration_error() {
     let org = op
         .wait_state("cc", TokenState::Unknown, Some("LoginUrlNotMyDomain"))
         .await;
-    let msg = org
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let msg = ready_message(&org);
     assert!(msg.contains("my.salesforce.com"), "{msg}");
     assert!(msg.contains("spec.loginUrl"), "{msg}");
     assert!(

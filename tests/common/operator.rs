@@ -376,6 +376,24 @@ impl Operator {
         tokens
     }
 
+    /// Registers a JWT signing key for the demo app and user in the simulator, and stores its
+    /// private key as the Secret `name` (key `tls.key`) for a jwtBearer org.
+    pub async fn create_jwt_key(&self, name: &str) {
+        let key = self
+            .sim
+            .control()
+            .enable_jwt(&self.demo.app.client_id, &self.demo.user.username)
+            .expect("jwt");
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "stringData": {"tls.key": key.private_key_pem},
+        }))
+        .expect("secret");
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("jwt key");
+    }
+
     /// Stores the demo app's consumer secret.
     pub async fn ensure_app_secret(&self) {
         let secret = self.demo.app.client_secret.clone().unwrap_or_default();
