@@ -562,6 +562,32 @@ pub fn public_url_of_link(link: &str) -> Option<String> {
     link.split_once("/reauth/").map(|(base, _)| base.to_owned())
 }
 
+/// The Salesforce client `check-setup` talks through: the operator's proxy, CA and domains.
+fn check_setup_client(args: &CheckSetupArgs) -> Result<HttpSalesforce, CliError> {
+    let extra_ca_pem = match &args.extra_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CliError::Salesforce(format!(
+                "cannot read --extra-ca-file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let settings = HttpSettings {
+        proxy: args.salesforce_proxy.clone(),
+        extra_ca_pem,
+        timeout: args.salesforce_timeout,
+        allowlist: HostAllowlist::new(
+            DEFAULT_DOMAINS
+                .iter()
+                .map(|d| d.to_string())
+                .chain(args.allowed_login_domains.iter().cloned()),
+        ),
+        ..HttpSettings::default()
+    };
+    HttpSalesforce::new(settings).map_err(|e| CliError::Salesforce(e.to_string()))
+}
+
 /// `sforg-operator check-setup NAME`.
 pub async fn check_setup(args: &CheckSetupArgs) -> Result<(), CliError> {
     let (client, namespace) = connect(&args.kube).await?;
@@ -595,29 +621,7 @@ pub async fn check_setup(args: &CheckSetupArgs) -> Result<(), CliError> {
             .and_then(|s| s.reauth.as_ref())
             .and_then(|r| public_url_of_link(&r.url))
     });
-    let extra_ca_pem = match &args.extra_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            CliError::Salesforce(format!(
-                "cannot read --extra-ca-file {}: {e}",
-                path.display()
-            ))
-        })?),
-        None => None,
-    };
-    let settings = HttpSettings {
-        proxy: args.salesforce_proxy.clone(),
-        extra_ca_pem,
-        timeout: args.salesforce_timeout,
-        allowlist: HostAllowlist::new(
-            DEFAULT_DOMAINS
-                .iter()
-                .map(|d| d.to_string())
-                .chain(args.allowed_login_domains.iter().cloned()),
-        ),
-        ..HttpSettings::default()
-    };
-    let salesforce =
-        HttpSalesforce::new(settings).map_err(|e| CliError::Salesforce(e.to_string()))?;
+    let salesforce = check_setup_client(args)?;
     let inputs = setup_check::Inputs {
         org: format!("{namespace}/{}", args.name),
         login_url: org.spec.login_url.clone(),

@@ -149,41 +149,9 @@ pub async fn run_with<S: Salesforce>(
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), salesforce, settings, recorder));
-    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    // The org cache drops managedFields (nothing reads them; they are most of an object's
-    // size), and Secrets are watched as metadata only: their events just trigger a reconcile,
-    // which reads the one Secret it needs.
     let (store, writer) = reflector::store();
-    let org_watches: Vec<_> = apis::<SalesforceOrg>(&client, &scope)
-        .into_iter()
-        .zip(
-            scope
-                .namespaces
-                .iter()
-                .cloned()
-                .chain(std::iter::repeat_with(String::new)),
-        )
-        .map(|(orgs, ns)| {
-            let watch = watcher(orgs, watcher::Config::default())
-                .backoff(watch_backoff())
-                .boxed();
-            (ns, watch)
-        })
-        .collect();
-    let org_events = namespaces::merge(org_watches, store.clone())
-        .modify(|org| org.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects();
-    let secret_events = futures::stream::select_all(
-        apis::<PartialObjectMeta<Secret>>(&client, &scope)
-            .into_iter()
-            .map(|secrets| {
-                watcher(secrets, managed.clone())
-                    .backoff(watch_backoff())
-                    .touched_objects()
-                    .boxed()
-            }),
-    );
+    let org_events = org_events(&client, &scope, store.clone(), writer);
+    let secret_events = secret_events(&client, &scope);
     // Bounded concurrency: a cold start with thousands of orgs must not flood the API server
     // (and starve the leader lease renewals) with thousands of requests at once.
     let controller = Controller::for_stream(org_events, store.clone())
@@ -244,6 +212,56 @@ pub async fn run_with<S: Salesforce>(
         () = synced => {}
     }
     running.await;
+}
+
+/// The orgs of every watched namespace, merged into one cache. The cache drops managedFields
+/// (nothing reads them; they are most of an object's size).
+fn org_events(
+    client: &Client,
+    scope: &Scope,
+    store: reflector::Store<SalesforceOrg>,
+    writer: reflector::store::Writer<SalesforceOrg>,
+) -> impl futures::Stream<Item = Result<SalesforceOrg, watcher::Error>> + Send + 'static {
+    let org_watches: Vec<_> = apis::<SalesforceOrg>(client, scope)
+        .into_iter()
+        .zip(
+            scope
+                .namespaces
+                .iter()
+                .cloned()
+                .chain(std::iter::repeat_with(String::new)),
+        )
+        .map(|(orgs, ns)| {
+            let watch = watcher(orgs, watcher::Config::default())
+                .backoff(watch_backoff())
+                .boxed();
+            (ns, watch)
+        })
+        .collect();
+    namespaces::merge(org_watches, store)
+        .modify(|org| org.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+}
+
+/// The operator's token Secrets, as metadata only: their events just trigger a reconcile,
+/// which reads the one Secret it needs.
+fn secret_events(
+    client: &Client,
+    scope: &Scope,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+{
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    futures::stream::select_all(
+        apis::<PartialObjectMeta<Secret>>(client, scope)
+            .into_iter()
+            .map(move |secrets| {
+                watcher(secrets, managed.clone())
+                    .backoff(watch_backoff())
+                    .touched_objects()
+                    .boxed()
+            }),
+    )
 }
 
 fn error_policy<S: Salesforce>(

@@ -280,7 +280,11 @@ fn http_settings(args: &RunArgs, allowlist: &HostAllowlist) -> Result<HttpSettin
 }
 
 /// Metrics and health on `--metrics-listen`, and health alone on `--health-listen` when set.
-async fn serve_telemetry(args: &RunArgs, metrics: &Arc<Metrics>, health: &Health) -> Result<(), String> {
+async fn serve_telemetry(
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+) -> Result<(), String> {
     let listener = telemetry::bind(args.metrics_listen)
         .await
         .map_err(|e| e.to_string())?;

@@ -48,8 +48,18 @@ impl Relogin {
 /// Why authorization is lost, and what to do about it. `org` names the org for people
 /// ("the org" before one is known); `description` is what Salesforce said.
 pub fn lost(reason: LostReason, org: &str, description: &str, relogin: Relogin) -> String {
+    let what = lost_what(reason, org, relogin);
+    if description.is_empty() {
+        what
+    } else {
+        format!("{what} (Salesforce said: {description})")
+    }
+}
+
+/// What is wrong and what to do, without Salesforce's own words.
+fn lost_what(reason: LostReason, org: &str, relogin: Relogin) -> String {
     let then = relogin.then();
-    let what = match reason {
+    match reason {
         LostReason::RefreshTokenRevoked => format!(
             "Salesforce no longer accepts the refresh token for {org} (expired by the refresh \
              token policy of the Connected App or External Client App, revoked from its OAuth \
@@ -122,11 +132,6 @@ pub fn lost(reason: LostReason, org: &str, description: &str, relogin: Relogin) 
             "Salesforce refused the authorization for {org}: check the settings and policies \
              of the Connected App or External Client App, then {then}."
         ),
-    };
-    if description.is_empty() {
-        what
-    } else {
-        format!("{what} (Salesforce said: {description})")
     }
 }
 

@@ -451,31 +451,7 @@ async fn web_server(
              below check this.",
         ));
     }
-    let scopes: Vec<&str> = w.scopes.iter().map(String::as_str).collect();
-    match &inputs.callback_url {
-        Some(callback) => {
-            let request = AuthorizeRequest {
-                login_url: &inputs.login_url,
-                client_id: &w.client_id,
-                redirect_uri: callback,
-                scopes: &scopes,
-                state: "sforg-check-setup",
-                login_hint: None,
-                prompt: None,
-            };
-            let item = match sf.probe_authorize(&request).await {
-                Ok(answer) => authorize_item(&answer, callback, &w.scopes),
-                Err(e) => unreachable_item("Consumer key, callback URL, scopes and PKCE", &e),
-            };
-            items.push(item);
-        }
-        None => items.push(Item::new(
-            Mark::Skip,
-            "Consumer key, callback URL, scopes and PKCE (Salesforce's login page)",
-            "The operator's public URL is unknown: pass --public-url (the operator's own) to \
-             check the callback URL.",
-        )),
-    }
+    items.push(authorize_page_item(sf, inputs, w).await);
     let app = AppCredentials {
         client_id: w.client_id.clone(),
         client_secret: secret,
@@ -511,6 +487,32 @@ async fn web_server(
              That login also checks the user: installation (Connected App), Permitted Users and \
              permission sets, and consent.",
         )),
+    }
+}
+
+/// What Salesforce's login page says of the consumer key, callback URL, scopes and PKCE.
+async fn authorize_page_item(sf: &HttpSalesforce, inputs: &Inputs, w: &WebServerAuth) -> Item {
+    let scopes: Vec<&str> = w.scopes.iter().map(String::as_str).collect();
+    let Some(callback) = &inputs.callback_url else {
+        return Item::new(
+            Mark::Skip,
+            "Consumer key, callback URL, scopes and PKCE (Salesforce's login page)",
+            "The operator's public URL is unknown: pass --public-url (the operator's own) to \
+             check the callback URL.",
+        );
+    };
+    let request = AuthorizeRequest {
+        login_url: &inputs.login_url,
+        client_id: &w.client_id,
+        redirect_uri: callback,
+        scopes: &scopes,
+        state: "sforg-check-setup",
+        login_hint: None,
+        prompt: None,
+    };
+    match sf.probe_authorize(&request).await {
+        Ok(answer) => authorize_item(&answer, callback, &w.scopes),
+        Err(e) => unreachable_item("Consumer key, callback URL, scopes and PKCE", &e),
     }
 }
 

@@ -143,41 +143,7 @@ pub async fn store(
             TokenFile::Present(t) => t.refresh_token,
             _ => None,
         };
-        let data = token_secret::data_after(
-            current.as_ref().and_then(|s| s.data.as_ref()),
-            write.response,
-            write.client_id,
-            write.client_secret,
-        );
-        let mut secret = token_secret::prepared(org, &ns, current.as_ref(), data);
-        if let Origin::Login {
-            nonce,
-            expires,
-            link: (link, link_expires),
-            authorized_by,
-            now,
-        } = write.origin
-        {
-            // In the same write as the tokens: the state and the link are used up, and who
-            // authorized is recorded, all or nothing.
-            let used = used_states(secret.annotations(), now);
-            let used_links = used_entries(secret.annotations(), USED_LINKS_ANNOTATION, now);
-            let at = k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default();
-            let annotations = secret.annotations_mut();
-            annotations.insert(
-                USED_STATES_ANNOTATION.to_owned(),
-                with_used_state(&used, nonce, expires),
-            );
-            annotations.insert(
-                USED_LINKS_ANNOTATION.to_owned(),
-                with_used_state(&used_links, link, link_expires),
-            );
-            annotations.insert(
-                AUTHORIZED_BY_ANNOTATION.to_owned(),
-                authorized_by.to_owned(),
-            );
-            annotations.insert(AUTHORIZED_AT_ANNOTATION.to_owned(), at.to_string());
-        }
+        let secret = composed(org, &ns, current.as_ref(), write);
         match save(secrets, &secret).await {
             Ok(written) => {
                 return Stored::Written {
@@ -200,6 +166,50 @@ pub async fn store(
          writes in a row"
             .into(),
     )
+}
+
+/// The Secret one write attempt sends: the tokens over what `current` holds, and for a login
+/// the used state and link and who authorized, so they land together or not at all.
+fn composed(
+    org: &SalesforceOrg,
+    ns: &str,
+    current: Option<&Secret>,
+    write: &TokenWrite<'_>,
+) -> Secret {
+    let data = token_secret::data_after(
+        current.and_then(|s| s.data.as_ref()),
+        write.response,
+        write.client_id,
+        write.client_secret,
+    );
+    let mut secret = token_secret::prepared(org, ns, current, data);
+    if let Origin::Login {
+        nonce,
+        expires,
+        link: (link, link_expires),
+        authorized_by,
+        now,
+    } = write.origin
+    {
+        let used = used_states(secret.annotations(), now);
+        let used_links = used_entries(secret.annotations(), USED_LINKS_ANNOTATION, now);
+        let at = k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default();
+        let annotations = secret.annotations_mut();
+        annotations.insert(
+            USED_STATES_ANNOTATION.to_owned(),
+            with_used_state(&used, nonce, expires),
+        );
+        annotations.insert(
+            USED_LINKS_ANNOTATION.to_owned(),
+            with_used_state(&used_links, link, link_expires),
+        );
+        annotations.insert(
+            AUTHORIZED_BY_ANNOTATION.to_owned(),
+            authorized_by.to_owned(),
+        );
+        annotations.insert(AUTHORIZED_AT_ANNOTATION.to_owned(), at.to_string());
+    }
+    secret
 }
 
 fn secrets_namespace(org: &SalesforceOrg) -> String {

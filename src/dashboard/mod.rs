@@ -657,8 +657,15 @@ async fn check(State(app): State<Arc<App>>, Path((ns, name)): Path<(String, Stri
             )}),
         );
     };
-    let live = app.live.clone();
-    let uid = org.uid();
+    follow_check(app.live.clone(), key, events, since, org.uid());
+    json_response(
+        StatusCode::ACCEPTED,
+        json!({"message": "Check requested; waiting for the operator\u{2026}"}),
+    )
+}
+
+/// Waits in the background for the operator's answer to a check and shows it on the row.
+fn follow_check(live: Live, key: String, events: Api<Event>, since: String, uid: Option<String>) {
     tokio::spawn(async move {
         let (message, failed) = match await_checked(events, &since, uid.as_deref()).await {
             Ok(Some(note)) => (format!("Checked just now: {note}"), false),
@@ -674,10 +681,6 @@ async fn check(State(app): State<Arc<App>>, Path((ns, name)): Path<(String, Stri
         };
         live.checked(key, message, failed);
     });
-    json_response(
-        StatusCode::ACCEPTED,
-        json!({"message": "Check requested; waiting for the operator\u{2026}"}),
-    )
 }
 
 /// The note of the first `Checked` Event about `uid` after `since`, or `None` after

@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -433,67 +434,88 @@ pub fn details_page(
                     (orgs_head())
                     tbody #rows { (row(&r)) }
                 }
-                section #conditions {
-                    h2 { "Conditions" }
-                    @if conditions.is_empty() { p { "No conditions yet." } } @else {
-                        table {
-                            thead { tr { th { "Type" } th { "Status" } th { "Reason" } th { "Message" } th { "Since" } } }
-                            tbody {
-                                @for c in &conditions {
-                                    tr data-type=(c.type_) {
-                                        td { (c.type_) } td { (c.status) } td { (c.reason) }
-                                        td { (c.message) } td { (when(c.last_transition_time.0)) }
-                                    }
-                                }
-                            }
+                (conditions_section(&conditions))
+                (events_section(events))
+                (cronjobs_section(held))
+            }
+        }
+    }
+}
+
+/// The org's conditions as a table.
+fn conditions_section(conditions: &[Condition]) -> Markup {
+    html! {
+    section #conditions {
+        h2 { "Conditions" }
+        @if conditions.is_empty() { p { "No conditions yet." } } @else {
+            table {
+                thead { tr { th { "Type" } th { "Status" } th { "Reason" } th { "Message" } th { "Since" } } }
+                tbody {
+                    @for c in conditions {
+                        tr data-type=(c.type_) {
+                            td { (c.type_) } td { (c.status) } td { (c.reason) }
+                            td { (c.message) } td { (when(c.last_transition_time.0)) }
                         }
-                    }
-                }
-                section #events {
-                    h2 { "Events" }
-                    @match events {
-                        Err(why) => p.refused { (why) },
-                        Ok(list) if list.is_empty() => p { "No Events (Kubernetes keeps them for an hour)." },
-                        Ok(list) => table {
-                            thead { tr { th { "Time" } th { "Type" } th { "Reason" } th { "Message" } th { "Count" } } }
-                            tbody {
-                                @for e in list {
-                                    tr {
-                                        td { @match event_time(e) { Some(t) => (when(t)), None => (dash(None)) } }
-                                        td { (dash(e.type_.as_deref())) }
-                                        td.event-reason { (dash(e.reason.as_deref())) }
-                                        td { (dash(e.note.as_deref())) }
-                                        td { (e.series.as_ref().map_or(1, |s| s.count)) }
-                                    }
-                                }
-                            }
-                        },
-                    }
-                }
-                section #cronjobs {
-                    h2 { "Held CronJobs" }
-                    @match held {
-                        Err(why) => p.refused { (why) },
-                        Ok(list) if list.is_empty() => p { "This org holds no CronJob suspended." },
-                        Ok(list) => table {
-                            thead { tr { th { "CronJob" } th { "Schedule" } th { "Suspended" } th { "Held by" } } }
-                            tbody {
-                                @for cj in list {
-                                    tr data-cronjob=(cj.name) {
-                                        td { (cj.name) }
-                                        td { code { (dash(cj.schedule.as_deref())) } }
-                                        td.suspend {
-                                            @match cj.suspended { Some(true) => "yes", Some(false) => "no", None => (dash(None)) }
-                                        }
-                                        td { (dash(Some(&cj.holders))) }
-                                    }
-                                }
-                            }
-                        },
                     }
                 }
             }
         }
+    }
+    }
+}
+
+/// The org's Events, oldest first.
+fn events_section(events: &Section<Event>) -> Markup {
+    html! {
+    section #events {
+        h2 { "Events" }
+        @match events {
+            Err(why) => p.refused { (why) },
+            Ok(list) if list.is_empty() => p { "No Events (Kubernetes keeps them for an hour)." },
+            Ok(list) => table {
+                thead { tr { th { "Time" } th { "Type" } th { "Reason" } th { "Message" } th { "Count" } } }
+                tbody {
+                    @for e in list {
+                        tr {
+                            td { @match event_time(e) { Some(t) => (when(t)), None => (dash(None)) } }
+                            td { (dash(e.type_.as_deref())) }
+                            td.event-reason { (dash(e.reason.as_deref())) }
+                            td { (dash(e.note.as_deref())) }
+                            td { (e.series.as_ref().map_or(1, |s| s.count)) }
+                        }
+                    }
+                }
+            },
+        }
+    }
+    }
+}
+
+/// The CronJobs the org holds, with schedule and suspend state.
+fn cronjobs_section(held: &Section<HeldCronJob>) -> Markup {
+    html! {
+    section #cronjobs {
+        h2 { "Held CronJobs" }
+        @match held {
+            Err(why) => p.refused { (why) },
+            Ok(list) if list.is_empty() => p { "This org holds no CronJob suspended." },
+            Ok(list) => table {
+                thead { tr { th { "CronJob" } th { "Schedule" } th { "Suspended" } th { "Held by" } } }
+                tbody {
+                    @for cj in list {
+                        tr data-cronjob=(cj.name) {
+                            td { (cj.name) }
+                            td { code { (dash(cj.schedule.as_deref())) } }
+                            td.suspend {
+                                @match cj.suspended { Some(true) => "yes", Some(false) => "no", None => (dash(None)) }
+                            }
+                            td { (dash(Some(&cj.holders))) }
+                        }
+                    }
+                }
+            },
+        }
+    }
     }
 }
 
