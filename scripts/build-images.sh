@@ -25,7 +25,12 @@ if [ -z "$operator" ]; then
     libs+=(--add "$(readlink -f "$lib"):$lib")
   done
 fi
-bindir=$(dirname "$operator")
+# Symbols are of no use in the image: strip copies (the build's own binaries stay as they are).
+bindir=$(mktemp -d)
+trap 'rm -rf "$bindir"' EXIT
+for name in sforg-operator sforg-backup-job; do
+  strip -o "$bindir/$name" "$(dirname "$operator")/$name"
+done
 
 python3 "$root/images/mkimage.py" "$out/sforg-operator.tar" localhost/sforg/sforg-operator:dev \
   --user 65532:65532 --entrypoint '["/sforg-operator"]' --cmd '["run"]' \

@@ -56,7 +56,9 @@ ensure_packages() {
 # chains, the sysctls kubelet sets, containerd's runtime directory, and running node programs.
 snapshot() {
   awk '{print "mount " $5}' /proc/self/mountinfo | sort -u
-  find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | sed 's/^/cgroup /' | sort
+  # Only the cgroups a node makes: this machine's own tooling creates and removes others.
+  find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null \
+    | grep -E '/(kubepods|k8s\.io|kubelet|containerd|runc|podruntime|system\.slice)' | sed 's/^/cgroup /' | sort || true
   local save
   for save in iptables-save ip6tables-save; do
     if command -v "$save" >/dev/null; then
@@ -219,7 +221,9 @@ failSwapOn: false
 podLogsDir: $n/pod-logs
 # No KUBE-IPTABLES-HINT / KUBE-FIREWALL chains: nothing here uses them.
 makeIPTablesUtilChains: false
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+# Absolute floors: the disk here is shared and often nearly full, and a percentage would put
+# the node under disk pressure (pods Pending) long before space actually runs out.
+evictionHard: {memory.available: 100Mi, nodefs.available: 100Mi, imagefs.available: 100Mi, nodefs.inodesFree: 1%}
 # Imported images cannot be pulled again: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99

@@ -6,7 +6,9 @@
 //! `scripts/build-images.sh`. Every address is loopback: the pods use host networking and reach
 //! the API server at 127.0.0.1 (`KUBERNETES_SERVICE_HOST`/`PORT`) and the simulator through its
 //! proxy on 127.0.0.1. These tests wait on minute boundaries (CronJob schedules), so each
-//! deadline is generous; they poll, never sleep for a fixed time.
+//! deadline is generous; they poll, never sleep for a fixed time. The simulator runs in the
+//! test process: the runtime has worker threads so it keeps answering while a test blocks on
+//! helm, kubectl or the scripted browser.
 
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -146,7 +148,8 @@ impl Release {
             "hostNetwork": true,
             "callback": {"port": callback_port},
             "metrics": {"port": metrics_port},
-            "publicUrl": public_url,
+            // Loopback over plain http: the chart's publicUrl insists on https.
+            "extraArgs": [format!("--public-url={public_url}")],
             "logFormat": "text",
             "salesforce": {
                 "proxy": op.sim.proxy_url(),
@@ -235,7 +238,7 @@ impl Release {
         .await
     }
 
-    /// Waits until `pod` holds the leader Lease.
+    /// Waits until `pod` holds the leader Lease (its identity is `<pod>_<pid>`).
     async fn wait_leader(&self, pod: &str) {
         let leases: Api<Lease> = Api::namespaced(self.client().clone(), &self.op.ns);
         let lease = format!("{}-leader", self.deployment_name());
@@ -244,7 +247,8 @@ impl Release {
             let lease = lease.clone();
             async move {
                 let l = leases.get(&lease).await.ok()?;
-                (l.spec?.holder_identity.as_deref() == Some(pod)).then_some(())
+                let holder = l.spec?.holder_identity?;
+                holder.starts_with(&format!("{pod}_")).then_some(())
             }
         })
         .await;
@@ -317,7 +321,7 @@ fn pod_ready(pod: &Pod) -> bool {
 
 // ---- the chart ------------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_the_operator_image_as_a_restricted_pod_that_leads_and_reconciles() {
     if skipped() {
         return;
@@ -462,8 +466,14 @@ async fn pod_security_restricted_admits(
         .await
         .expect("label the namespace");
     let mut spec = serde_json::to_value(spec).expect("spec");
-    // The node binding and the token volume are filled in by the scheduler and admission.
-    for field in ["nodeName", "volumes"] {
+    // The node binding and the token volume are filled in by the scheduler and admission;
+    // the ServiceAccount lives in the release namespace.
+    for field in [
+        "nodeName",
+        "volumes",
+        "serviceAccountName",
+        "serviceAccount",
+    ] {
         spec.as_object_mut().expect("spec").remove(field);
     }
     if let Some(containers) = spec["containers"].as_array_mut() {
@@ -488,6 +498,12 @@ async fn pod_security_restricted_admits(
     let obj = spec.as_object_mut().expect("spec");
     obj.remove("hostNetwork");
     obj.remove("dnsPolicy");
+    // Host networking defaulted each hostPort to its containerPort.
+    for c in obj["containers"].as_array_mut().expect("containers") {
+        for port in c["ports"].as_array_mut().into_iter().flatten() {
+            port.as_object_mut().expect("port").remove("hostPort");
+        }
+    }
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "operator"}, "spec": spec}))
         .expect("pod");
     if let Err(e) = pods.create(&dry, &pod).await {
@@ -660,7 +676,7 @@ fn log_in_through_link(release: &Release, link: &str) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_jobs_stop_while_the_token_is_expired_and_run_again_after_a_login() {
     if skipped() {
         return;
