@@ -56,6 +56,19 @@ pub const VERSION: &str = "v1alpha1";
         priority = 1
     ),
     printcolumn(
+        name = "Authorized By",
+        type_ = "string",
+        json_path = ".status.authorizedBy",
+        description = "The Salesforce user whose login through the re-auth link stored the tokens",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Authorized",
+        type_ = "date",
+        json_path = ".status.authorizedAt",
+        priority = 1
+    ),
+    printcolumn(
         name = "Reauth",
         type_ = "string",
         json_path = ".status.reauth.url",
@@ -276,6 +289,12 @@ pub struct SalesforceOrgStatus {
     /// When a new access token was last obtained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refreshed_at: Option<Time>,
+    /// The Salesforce username whose login through the re-auth link stored the tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_by: Option<String>,
+    /// When that login happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_at: Option<Time>,
     /// Present while the org needs a person to log in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reauth: Option<ReauthLink>,

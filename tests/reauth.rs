@@ -454,6 +454,18 @@ async fn a_person_reauthorizes_an_expired_org_through_the_link(kind: AppKind) {
     assert_eq!(status.reauth, None, "link removed once Valid");
     assert_eq!(status.org_id.as_deref(), Some(op.demo.org.id.as_str()));
     assert!(status.suspended_cron_jobs.is_empty());
+    // Who logged in, and when, for `kubectl get sforg -o wide`.
+    let org = eventually("authorizedBy in status", CONVERGE, || async {
+        let org = op.orgs().get("acme").await.ok()?;
+        org.status.as_ref()?.authorized_by.is_some().then_some(org)
+    })
+    .await;
+    let status = org.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.authorized_by.as_deref(),
+        Some(op.demo.user.username.as_str())
+    );
+    assert!(status.authorized_at.is_some());
 
     let data = op.secret_data("acme-token").await;
     let new_refresh = data.get("refresh_token").cloned().unwrap_or_default();

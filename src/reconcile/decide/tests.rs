@@ -56,6 +56,7 @@ fn observed(
         memo: memo.cloned(),
         held: HeldTokensState::None,
         link: LinkFacts::default(),
+        authorized: None,
     }
 }
 
