@@ -52,8 +52,10 @@ pub struct Limits {
 
 impl Limits {
     /// Limits for the operator's servers: generous for browsers, probes and Prometheus, which
-    /// send a request of a few hundred bytes at once. 1,024 connections of at most 8 KiB each
-    /// keep a flooded server under 10 MiB.
+    /// send a request of a few hundred bytes at once. A connection waiting for its head costs
+    /// a few KiB (its task and socket; the bytes stay in the kernel), so a server full of
+    /// them stays around 10 MiB, and the cap is above any flood a single client can sustain
+    /// without closing its own connections.
     pub const DEFAULT: Limits = Limits {
         max_connections: 4096,
         idle_timeout: Duration::from_secs(10),

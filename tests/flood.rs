@@ -1,7 +1,8 @@
 //! The operator under a connection flood, as a separate process (so its memory can be read
 //! from /proc): 2,000 slow-loris connections (a request head trickled a line a second,
 //! reopened whenever the server closes it) plus 500 idle ones, against the callback server
-//! and against the metrics/health server at once. Meanwhile the process stays under 40 MiB,
+//! and against the metrics/health server at once. Meanwhile the process stays under 40 MiB
+//! (its anonymous memory; the figures printed include the whole RSS),
 //! `/healthz` answers, a person's re-auth through the link succeeds, and the controller
 //! keeps reconciling: an expiry suspends its CronJob within 2 s.
 
@@ -26,7 +27,10 @@ use tokio::net::TcpStream;
 
 const SLOW_LORIS: usize = 2000;
 const IDLE: usize = 500;
+/// The process's own memory (anonymous RSS: heap and stacks) stays under this.
 const RSS_LIMIT_KIB: u64 = 40 * 1024;
+/// What the flood may add to the whole RSS.
+const FLOOD_GROWTH_LIMIT_KIB: u64 = 24 * 1024;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -159,7 +163,10 @@ async fn a_flood_on_both_servers_stops_neither_reauth_nor_reconciling() {
     let ca = dir.join("sim-ca.pem");
     std::fs::write(&ca, op.sim.ca_pem()).expect("write CA");
     let log = std::fs::File::create(dir.join("operator.log")).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_sforg-operator"))
+    // SFORG_OPERATOR_BIN runs another build (a release one) for the figures.
+    let binary = std::env::var("SFORG_OPERATOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sforg-operator").to_owned());
+    let child = Command::new(binary)
         .args(["run", "--namespace", &op.ns, "--no-leader-election"])
         .args(["--salesforce-proxy", op.sim.proxy_url()])
         .arg("--extra-ca-file")
@@ -237,7 +244,13 @@ async fn a_flood_on_both_servers_stops_neither_reauth_nor_reconciling() {
     // Let every connection open and the first slow ones reach their timeouts.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let opened = on_callback.open.load(Ordering::Relaxed) + on_metrics.open.load(Ordering::Relaxed);
-    println!("flood: {opened} connections open from the client's side after 8 s");
+    println!(
+        "flood: {opened} connections open from the client's side after 8 s; operator RSS {} KiB \
+         (anonymous {} KiB), {} KiB before the flood",
+        proc_kib(pid, "VmRSS"),
+        proc_kib(pid, "RssAnon"),
+        rss_before
+    );
 
     // /healthz answers.
     let mut health = Vec::new();
@@ -303,10 +316,10 @@ async fn a_flood_on_both_servers_stops_neither_reauth_nor_reconciling() {
     let closed =
         on_callback.closed.load(Ordering::Relaxed) + on_metrics.closed.load(Ordering::Relaxed);
     println!(
-        "flood figures: RSS before {rss_before} KiB, peak during {peak} KiB (anonymous peak \
-         {peak_anon} KiB, limit {RSS_LIMIT_KIB} KiB), at the end {rss_now} KiB (anonymous \
-         {anon} KiB, binary and libraries {file} KiB), high-water mark {hwm} KiB; /healthz \
-         {health:?}; \
+        "flood figures: RSS before {rss_before} KiB, peak during {peak} KiB (anonymous \
+         {peak_anon} KiB), at the end \
+         {rss_now} KiB (anonymous {anon} KiB, binary and libraries {file} KiB), high-water \
+         mark {hwm} KiB (limit {RSS_LIMIT_KIB} KiB); /healthz {health:?}; \
          expiry -> CronJob suspended {expiry:?}; re-auth: page {reauth_page:?}, org Valid \
          {reauth:?}; connections closed by the servers {closed}"
     );
@@ -314,13 +327,17 @@ async fn a_flood_on_both_servers_stops_neither_reauth_nor_reconciling() {
         closed as usize >= SLOW_LORIS + IDLE,
         "the servers close slow and idle connections ({closed})"
     );
-    // What a flood can grow is the process's own (anonymous) memory; the pages of the binary
-    // it runs from are a fixed cost (tens of MiB for this unoptimized test build, shared and
-    // reclaimable), so the bound applies to the anonymous part.
+    // The mapped binary is most of the RSS of a debug build (about 30 MiB, against a few MiB
+    // for the release binary), and does not grow: the limit is on the process's own memory,
+    // and on what the flood adds.
     assert!(
         peak_anon < RSS_LIMIT_KIB,
-        "the operator's memory stays under 40 MiB: anonymous peak {peak_anon} KiB (total \
-         {peak} KiB, high-water {hwm} KiB)"
+        "the operator's memory stays under 40 MiB: anonymous RSS peaked at {peak_anon} KiB"
+    );
+    assert!(
+        peak.max(hwm).saturating_sub(rss_before) < FLOOD_GROWTH_LIMIT_KIB,
+        "the flood added {} KiB to the RSS",
+        peak.max(hwm).saturating_sub(rss_before)
     );
     assert!(
         expiry < Duration::from_secs(2),
