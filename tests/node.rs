@@ -283,6 +283,18 @@ impl Release {
         self.op.seed_tokens(&format!("{name}-token"), name).await;
     }
 
+    /// An admin revokes the demo user's tokens in Salesforce; a check is asked for, and the
+    /// org turns Expired.
+    async fn revoke_and_wait_expired(&self, org: &str) -> SalesforceOrg {
+        self.op
+            .sim
+            .control()
+            .revoke_user_tokens(&self.op.demo.user.username, None)
+            .expect("revoke");
+        self.op.request_check(org).await;
+        self.wait_state(org, TokenState::Expired, POD).await
+    }
+
     fn uninstall(&self) {
         run(
             "helm",
@@ -393,14 +405,7 @@ async fn the_chart_runs_the_operator_image_as_a_restricted_pod_that_leads_and_re
         .op
         .create_cronjob("acme-nightly", &[("orgtokens.dev/org", "acme")], false)
         .await;
-    release
-        .op
-        .sim
-        .control()
-        .revoke_user_tokens(&release.op.demo.user.username, None)
-        .expect("revoke");
-    release.op.request_check("acme").await;
-    release.wait_state("acme", TokenState::Expired, POD).await;
+    release.revoke_and_wait_expired("acme").await;
     eventually("the CronJob to be held", POD, || async {
         let (suspended, holders) = release.op.cronjob_hold("acme-nightly").await;
         (suspended && holders.is_some()).then_some(())
@@ -705,14 +710,7 @@ async fn backup_jobs_stop_while_the_token_is_expired_and_run_again_after_a_login
     .await;
 
     // 2. An admin revokes the token; the operator sees it and the org turns Expired.
-    release
-        .op
-        .sim
-        .control()
-        .revoke_user_tokens(&release.op.demo.user.username, None)
-        .expect("revoke");
-    release.op.request_check("acme").await;
-    let expired = release.wait_state("acme", TokenState::Expired, POD).await;
+    let expired = release.revoke_and_wait_expired("acme").await;
     let expired_at = transition_time(&expired, "TokenValid");
     let queries_at_expiry = queries(&release);
     eventually("the CronJob to be suspended", POD, || async {
