@@ -6,6 +6,7 @@
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,26 +34,6 @@ use sforg_simulator::UserSpec;
 use sforg_simulator::html_form::HtmlForm;
 use sforg_simulator::{AppKind, DEMO_PERMISSION_SET, PermittedUsers};
 use url::Url;
-
-/// Runs `scenario(kind)` as two tests: `scenario::connected_app` and
-/// `scenario::external_client_app`.
-macro_rules! for_both_kinds {
-    ($scenario:ident) => {
-        mod $scenario {
-            use sforg_simulator::AppKind;
-
-            #[tokio::test]
-            async fn connected_app() {
-                super::$scenario(AppKind::ConnectedApp).await
-            }
-
-            #[tokio::test]
-            async fn external_client_app() {
-                super::$scenario(AppKind::ExternalClientApp).await
-            }
-        }
-    };
-}
 
 /// A response as a browser sees it.
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -18,26 +19,6 @@ use sforg_simulator::{
     AppKind, DEMO_PERMISSION_SET, Endpoint, Fault, FaultKind, JwtKeyPair, PermittedUsers,
     RefreshTokenPolicy,
 };
-
-/// Runs `scenario(kind)` as two tests: `scenario::connected_app` and
-/// `scenario::external_client_app`.
-macro_rules! for_both_kinds {
-    ($scenario:ident) => {
-        mod $scenario {
-            use sforg_simulator::AppKind;
-
-            #[tokio::test]
-            async fn connected_app() {
-                super::$scenario(AppKind::ConnectedApp).await
-            }
-
-            #[tokio::test]
-            async fn external_client_app() {
-                super::$scenario(AppKind::ExternalClientApp).await
-            }
-        }
-    };
-}
 
 fn prefix(base: &str, kind: AppKind) -> String {
     match kind {
