@@ -133,7 +133,7 @@ async fn run_case(
         salesforce,
         Settings::default(),
         Scope {
-            namespace: Some(ns.clone()),
+            namespaces: vec![ns.clone()],
         },
         "bench".into(),
         async move {

@@ -6,6 +6,8 @@
 #   scripts/bench.sh scale    the release operator process at 0, 1k and 10k orgs (each with its
 #                             Secret and 2 CronJobs): RSS, cold-start convergence, calls per org
 #                             (SFORG_BENCH_ORGS=N changes 10k)
+#   scripts/bench.sh dashboard the dashboard in headless Chromium at 10 and 1,000 orgs: first
+#                             render, and status change -> row updated in the open page
 #
 # Figures, not pass/fail: run on a quiet machine and read the table.
 set -euo pipefail
@@ -18,7 +20,8 @@ case $what in
     cargo build --locked --quiet --release --bin sforg-operator
     cargo build --locked --quiet --example bench_scale
     ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  dashboard) cargo build --locked --quiet --example bench_dashboard ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 work=$(mktemp -d "${TMPDIR:-/tmp}/sforg-bench.XXXXXX")
 trap 'scripts/control-plane.sh stop "$work/cp" || true; rm -rf "$work"' EXIT

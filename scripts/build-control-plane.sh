@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kubectl and helm from the Go module
 # proxy, once per pinned version set, into a cache outside the checkout, and prints the directory.
+# With --with-node it also builds kubelet and kube-scheduler (scripts/node.sh runs them), from
+# the same wrapper module and into the same directory.
 # The cache key is a hash of the wrapper modules (go.mod + go.sum) and the Go version, so a
 # version bump rebuilds and everything else reuses. helm (tools/helm) has its own key, kept in
 # DIR/helm.key, so bumping helm rebuilds only helm and bumping Kubernetes only the control plane.
@@ -8,6 +10,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
+with_node=false
+case ${1:-} in
+  --with-node) with_node=true ;;
+  "") ;;
+  *) echo "usage: $0 [--with-node]" >&2; exit 2 ;;
+esac
 
 k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$root/tools/k8s/go.mod")
 key=$( (cat "$root"/tools/k8s/go.mod "$root"/tools/k8s/go.sum "$root"/tools/etcd/go.mod "$root"/tools/etcd/go.sum; go version) | sha256sum | cut -c1-16)
@@ -24,7 +32,10 @@ control_plane_built() {
 helm_built() {
   [ -x "$out/helm" ] && [ "$(cat "$out/helm.key" 2>/dev/null)" = "$helm_version-$helm_key" ]
 }
-if control_plane_built && helm_built; then
+node_built() {
+  ! $with_node || { [ -x "$out/kubelet" ] && [ -x "$out/kube-scheduler" ]; }
+}
+if control_plane_built && helm_built && node_built; then
   echo "$out"
   exit 0
 fi
@@ -51,6 +62,16 @@ if ! control_plane_built; then
   rm -rf "$out"
   mv "$out.tmp" "$out"
   echo "built in $(( $(date +%s) - start ))s" >&2
+fi
+
+if ! node_built; then
+  start=$(date +%s)
+  echo "building kubelet and kube-scheduler $k8s_version into $out (a few minutes cold)" >&2
+  for cmd in kubelet kube-scheduler; do
+    (cd "$root/tools/k8s" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd") >&2
+    mv -f "$out/$cmd.tmp" "$out/$cmd"
+  done
+  echo "built kubelet and kube-scheduler in $(( $(date +%s) - start ))s" >&2
 fi
 
 if ! helm_built; then

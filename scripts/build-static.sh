@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the operator as a static musl binary, as the Dockerfile does, and proves it links
-# statically (no interpreter, no shared libraries). Not part of scripts/test.sh: a cold release
-# build takes minutes. Needs the rustup target, which comes from the Rust distribution server;
-# when that cannot be reached the script says so and skips, exiting 0.
+# Builds the operator (and the example backup job) as static musl binaries, as the Dockerfile
+# does, and proves they link statically (no interpreter, no shared libraries).
+# scripts/build-images.sh packs them into images. Needs the rustup target, which comes from
+# the Rust distribution server; when that cannot be reached the script says so and skips,
+# exiting 0 with no output.
 #
-#   scripts/build-static.sh            build and check; prints the binary's path
+#   scripts/build-static.sh            build and check; prints the operator binary's path
 #   CARGO_TARGET_DIR=... scripts/build-static.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +17,16 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     echo "skipped: cannot install the Rust target $target; rustup said:" >&2
     echo "$err" >&2
     exit 0
+  fi
+fi
+
+# musl-gcc and file come from Debian's packages; install them when missing and allowed to.
+if ! command -v musl-gcc >/dev/null || ! command -v file >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends musl-tools file >&2 \
+      || { apt-get -o DPkg::Lock::Timeout=600 update >&2 \
+        && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends musl-tools file >&2; } \
+      || echo "note: could not install musl-tools and file" >&2
   fi
 fi
 
@@ -32,21 +43,22 @@ if [ -z "${CC_x86_64_unknown_linux_musl:-}" ]; then
 fi
 
 start=$(date +%s)
-cargo build --release --locked --target "$target" --bin sforg-operator
-bin=${CARGO_TARGET_DIR:-$root/target}/$target/release/sforg-operator
-echo "built in $(( $(date +%s) - start ))s: $bin ($(du -h "$bin" | cut -f1))" >&2
+cargo build --release --locked --target "$target" -p sforg-operator -p sforg-backup-job --bins
+out=${CARGO_TARGET_DIR:-$root/target}/$target/release
+echo "built in $(( $(date +%s) - start ))s" >&2
 
-description=$(file -b "$bin")
-echo "file: $description" >&2
-case $description in
-  *"statically linked"* | *"static-pie linked"*) ;;
-  *) echo "error: $bin is not statically linked" >&2; exit 1 ;;
-esac
-ldd_out=$(ldd "$bin" 2>&1 || true)
-echo "ldd: $(echo "$ldd_out" | tr -s '[:space:]' ' ')" >&2
-case $ldd_out in
-  *"not a dynamic executable"* | *"statically linked"*) ;;
-  *) echo "error: ldd lists shared libraries" >&2; exit 1 ;;
-esac
-"$bin" --version
-echo "$bin"
+for bin in "$out/sforg-operator" "$out/sforg-backup-job"; do
+  description=$(file -b "$bin")
+  echo "$(basename "$bin") ($(du -h "$bin" | cut -f1)): $description" >&2
+  case $description in
+    *"statically linked"* | *"static-pie linked"*) ;;
+    *) echo "error: $bin is not statically linked" >&2; exit 1 ;;
+  esac
+  ldd_out=$(ldd "$bin" 2>&1 || true)
+  case $ldd_out in
+    *"not a dynamic executable"* | *"statically linked"*) ;;
+    *) echo "error: ldd lists shared libraries for $bin: $ldd_out" >&2; exit 1 ;;
+  esac
+done
+"$out/sforg-operator" --version >&2
+echo "$out/sforg-operator"

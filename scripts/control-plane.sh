@@ -2,11 +2,15 @@
 # Starts and stops a real Kubernetes control plane on loopback: etcd, kube-apiserver and
 # kube-controller-manager (garbage collection and namespace deletion only), the same programs
 # envtest runs. No kubelet, no scheduler: pods never run, which the operator does not need.
+# With --with-node, pods do run: the apiserver keeps the ServiceAccount admission plugin (pods
+# get tokens), the controller manager runs every controller (Deployments, Jobs, CronJobs,
+# ServiceAccounts...), and scripts/node.sh adds containerd, kube-scheduler and a kubelet.
 # The apiserver also enforces OwnerReferencesPermissionEnforcement (on in OpenShift), so tests
 # that run the operator under the chart's RBAC prove its owner references are allowed there.
 #
 #   scripts/control-plane.sh start DIR                  build (cached) and start; writes DIR/kubeconfig, DIR/env
-#   scripts/control-plane.sh stop DIR                   stop everything started in DIR
+#   scripts/control-plane.sh start --with-node DIR      the same plus a node that runs pods (root only)
+#   scripts/control-plane.sh stop DIR                   stop everything started in DIR (the node too)
 #   scripts/control-plane.sh stop-component DIR NAME    stop etcd or kube-apiserver (fault tests)
 #   scripts/control-plane.sh start-component DIR NAME   start it again: same ports, flags and data
 #
@@ -15,7 +19,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -80,9 +84,16 @@ EOF
 # The command line of each component lives here, so a restart runs exactly what start ran.
 # Reads the ports and the binaries' directory from DIR/components (written by start).
 launch() { # dir name
-  local d=$1 name=$2 bin etcd_port etcd_peer api_port
+  local d=$1 name=$2 bin etcd_port etcd_peer api_port with_node=false
   # shellcheck disable=SC1091
   source "$d/components"
+  # Without a node no pod runs, so no pod needs a ServiceAccount token, and two controllers
+  # are enough; with one, pods get tokens and every controller runs.
+  local admission=--disable-admission-plugins=ServiceAccount controllers=garbage-collector-controller,namespace-controller
+  if $with_node; then
+    admission=--enable-admission-plugins=ServiceAccount
+    controllers='*'
+  fi
   case $name in
     etcd)
       "$bin/etcd" --name=sforg-test --data-dir="$d/etcd" \
@@ -99,7 +110,7 @@ launch() { # dir name
         --bind-address=127.0.0.1 --secure-port="$api_port" --cert-dir="$d/pki" \
         --tls-cert-file="$d/pki/apiserver.crt" --tls-private-key-file="$d/pki/apiserver.key" \
         --client-ca-file="$d/pki/ca.crt" --authorization-mode=RBAC \
-        --service-cluster-ip-range=10.0.0.0/24 --disable-admission-plugins=ServiceAccount \
+        --service-cluster-ip-range=10.0.0.0/24 "$admission" \
         --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
         --service-account-issuer="https://127.0.0.1:$api_port/" \
         --service-account-key-file="$d/pki/sa.pub" --service-account-signing-key-file="$d/pki/sa.key" \
@@ -113,8 +124,9 @@ launch() { # dir name
     kube-controller-manager)
       "$bin/kube-controller-manager" --kubeconfig="$d/kubeconfig" \
         --authentication-kubeconfig="$d/kubeconfig" --authorization-kubeconfig="$d/kubeconfig" \
-        --leader-elect=false --controllers=garbage-collector-controller,namespace-controller \
+        --leader-elect=false --controllers="$controllers" \
         --secure-port=0 --use-service-account-credentials=false \
+        --root-ca-file="$d/pki/ca.crt" --service-account-private-key-file="$d/pki/sa.key" \
         >>"$d/controller-manager.log" 2>&1 &
       echo "$! kube-controller-manager" >>"$d/pids"
       ;;
@@ -126,7 +138,7 @@ launch() { # dir name
 }
 
 start() {
-  local d=$1
+  local d=$1 with_node=${2:-false}
   mkdir -p "$d"
   d=$(cd "$d" && pwd)
   if [ -f "$d/pids" ]; then
@@ -134,7 +146,9 @@ start() {
     exit 1
   fi
   local bin started
-  bin=$("$root/scripts/build-control-plane.sh")
+  local build_args=()
+  $with_node && build_args=(--with-node)
+  bin=$("$root/scripts/build-control-plane.sh" "${build_args[@]}")
   started=$(date +%s.%N)
   make_certs "$d"
   : >"$d/pids"
@@ -143,8 +157,8 @@ start() {
   etcd_port=$(free_port)
   etcd_peer=$(free_port)
   api_port=$(free_port)
-  printf 'bin=%q\netcd_port=%s\netcd_peer=%s\napi_port=%s\n' \
-    "$bin" "$etcd_port" "$etcd_peer" "$api_port" >"$d/components"
+  printf 'bin=%q\netcd_port=%s\netcd_peer=%s\napi_port=%s\nwith_node=%s\n' \
+    "$bin" "$etcd_port" "$etcd_peer" "$api_port" "$with_node" >"$d/components"
   write_kubeconfig "$d" "$api_port"
   for name in etcd kube-apiserver kube-controller-manager; do
     launch "$d" "$name" || { stop "$d"; exit 1; }
@@ -161,6 +175,9 @@ EOF
   local took
   took=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
   echo "control plane ready in ${took}s: https://127.0.0.1:$api_port (kubeconfig $d/kubeconfig)" >&2
+  if $with_node; then
+    "$root/scripts/node.sh" start "$d" || { stop "$d"; exit 1; }
+  fi
 }
 
 # Stops one process and waits for it: SIGTERM, then SIGKILL after five seconds.
@@ -174,6 +191,7 @@ terminate() { # pid
 
 stop() {
   local d=$1
+  [ -f "$d/node/pids" ] && "$root/scripts/node.sh" stop "$d"
   [ -f "$d/pids" ] || return 0
   # Reverse order: controller-manager, apiserver, then etcd (by name: a restarted component
   # is listed after the others).
@@ -216,7 +234,12 @@ start_component() { # dir name
 }
 
 case ${1:-} in
-  start) [ $# -eq 2 ] || usage; start "$2" ;;
+  start)
+    if [ $# -eq 3 ] && [ "$2" = --with-node ]; then start "$3" true
+    elif [ $# -eq 2 ]; then start "$2"
+    else usage
+    fi
+    ;;
   stop) [ $# -eq 2 ] || usage; stop "$2" ;;
   stop-component) [ $# -eq 3 ] || usage; stop_component "$2" "$3" ;;
   start-component) [ $# -eq 3 ] || usage; start_component "$2" "$3" ;;

@@ -5,11 +5,22 @@
 # first login through the re-auth link -> Valid -> token revoked -> Expired, backup suspended,
 # a new link -> a person logs in again through it -> Valid, backup resumed.
 # Everything it starts is stopped at the end.
+#
+#   scripts/demo.sh          the story on a control plane alone (CronJobs are suspended, no pod runs)
+#   scripts/demo.sh --node   the same with a real node (root; scripts/node.sh): a backup CronJob
+#                            runs every minute as real Jobs, and their log lines show it succeed,
+#                            stop while the token is expired, and succeed again after the login
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 ns=backups
+with_node=false
+case ${1:-} in
+  --node) with_node=true ;;
+  "") ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sforg-demo.XXXXXX")
 pids=()
@@ -17,15 +28,24 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   scripts/control-plane.sh stop "$work/cp" || true
-  rm -rf "$work"
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 
 step "Building the operator and the Salesforce simulator"
 cargo build --locked --quiet --bin sforg-operator
 cargo build --locked --quiet -p sforg-simulator --bin sforg-simulator
-step "Starting a local control plane (etcd + kube-apiserver, built once from the Go modules, then cached)"
-scripts/control-plane.sh start "$work/cp"
+if $with_node; then
+  step "Building the operator and backup job images (static musl binaries, no container engine)"
+  scripts/build-images.sh "$work/images" >/dev/null
+  step "Starting a local control plane with a node (etcd, kube-apiserver, controllers, scheduler, kubelet, containerd)"
+  scripts/control-plane.sh start --with-node "$work/cp"
+  scripts/node.sh import "$work/cp" "$work"/images/*.tar
+  kubectl --kubeconfig "$work/cp/kubeconfig" get nodes -o wide
+else
+  step "Starting a local control plane (etcd + kube-apiserver, built once from the Go modules, then cached)"
+  scripts/control-plane.sh start "$work/cp"
+fi
 # shellcheck disable=SC1091
 source "$work/cp/env"
 
@@ -64,6 +84,24 @@ sed "s/3MVG9demoConsumerKey/$client_id/" examples/acme-prod.yaml | kubectl -n "$
 kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Pending sforg/acme-prod --timeout=60s
 kubectl -n "$ns" get sforg -o wide
 
+backup_jobs() { kubectl -n "$ns" get jobs -l app=acme-prod-backup "$@"; }
+# Waits for the next backup Job created after the given number of Jobs, then for its end,
+# and prints its log.
+next_backup() { # jobs-before
+  local before=$1 job=""
+  for _ in $(seq 180); do
+    job=$(backup_jobs -o name --sort-by=.metadata.creationTimestamp | sed -n "$((before + 1))p")
+    [ -n "$job" ] && break
+    sleep 1
+  done
+  [ -n "$job" ] || { echo "error: no backup Job started" >&2; return 1; }
+  kubectl -n "$ns" wait --for=condition=Complete "$job" --timeout=180s >/dev/null \
+    || { kubectl -n "$ns" logs "$job" >&2 || true; return 1; }
+  echo "  $job:"
+  kubectl -n "$ns" logs "$job" | sed 's/^/    /'
+}
+job_count() { backup_jobs -o name | wc -l; }
+
 open_link() { # what a person does with the link in status: open it, log in, allow
   local link
   link=$(kubectl -n "$ns" get sforg acme-prod -o jsonpath='{.status.reauth.url}')
@@ -78,6 +116,50 @@ open_link
 kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Valid sforg/acme-prod --timeout=60s
 kubectl -n "$ns" get sforg -o wide
 kubectl -n "$ns" get cronjobs
+if $with_node; then
+  step "Adding a backup CronJob that really runs every minute on the node, with the org's token"
+  kubectl -n "$ns" create configmap salesforce-ca --from-file=ca.crt="$work/sim-ca.pem"
+  kubectl -n "$ns" apply -f - <<YAML
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: acme-prod-backup
+  labels: {orgtokens.dev/org: acme-prod}
+spec:
+  schedule: "* * * * *"
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: 20
+  successfulJobsHistoryLimit: 10
+  jobTemplate:
+    metadata:
+      labels: {app: acme-prod-backup}
+    spec:
+      backoffLimit: 0
+      template:
+        metadata:
+          labels: {app: acme-prod-backup}
+        spec:
+          hostNetwork: true   # the demo node has no pod network; everything is on loopback
+          restartPolicy: Never
+          securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+          containers:
+          - name: backup
+            image: localhost/sforg/backup-job:dev
+            imagePullPolicy: Never
+            env:
+            - {name: HTTPS_PROXY, value: "$proxy"}
+            - {name: SALESFORCE_CA_FILE, value: /etc/salesforce-ca/ca.crt}
+            securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+            volumeMounts:
+            - {name: token, mountPath: /var/run/secrets/salesforce, readOnly: true}
+            - {name: ca, mountPath: /etc/salesforce-ca, readOnly: true}
+          volumes:
+          - {name: token, secret: {secretName: acme-prod-token}}
+          - {name: ca, configMap: {name: salesforce-ca}}
+YAML
+  step "The backup runs at the next minute with the token the operator keeps"
+  next_backup "$(job_count)"
+fi
 
 step "An admin revokes the token in Salesforce; someone asks for a check now"
 post "users/$user/revoke-tokens" >/dev/null
@@ -89,6 +171,16 @@ kubectl -n "$ns" get cronjobs
 kubectl -n "$ns" get sforg acme-prod -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
 kubectl -n "$ns" get events --field-selector involvedObject.name=acme-prod --sort-by=.lastTimestamp | tail -5
 target/debug/sforg-operator status -n "$ns"
+if $with_node; then
+  step "While the token is expired, the minute passes and no backup Job starts"
+  paused_jobs=$(job_count)
+  sleep $(( 65 - $(date +%-S) ))
+  kubectl -n "$ns" get cronjob acme-prod-backup
+  backup_jobs
+  [ "$(job_count)" = "$paused_jobs" ] || { echo "error: a backup Job started while the token was expired" >&2; exit 1; }
+  echo "  no new backup Job at $(date -u +%H:%M:%S): the CronJob is held"
+  resume_from=$paused_jobs
+fi
 
 step "The person opens the new link and logs in again; the operator resumes the backup"
 open_link
@@ -96,6 +188,11 @@ kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Valid sforg/acme-prod --t
 kubectl -n "$ns" wait --for=jsonpath='{.spec.suspend}'=false cronjob/acme-prod-nightly-backup --timeout=60s
 kubectl -n "$ns" get sforg -o wide
 kubectl -n "$ns" get cronjobs
+if $with_node; then
+  step "The backup runs again at the next minute, with the new token"
+  next_backup "$resume_from"
+  backup_jobs
+fi
 step "What Prometheus would scrape"
 curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -E '^sforg_(orgs|salesforce_requests_total)' || true
 

@@ -1,4 +1,5 @@
-//! The people-facing subcommands: `status`, `reauth NAME` and `check NAME`.
+//! The people-facing subcommands: `status`, `reauth NAME`, `check NAME` and
+//! `check-setup NAME`.
 //!
 //! They behave like kubectl plugins: the current KUBECONFIG and context, `-n/--namespace`
 //! (default: the context's namespace), `-A/--all-namespaces`. Everything they show comes from
@@ -6,9 +7,11 @@
 //! SalesforceOrgs for `check`). Rendering is kept in pure functions for tests.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -17,8 +20,13 @@ use kube::{Client, Config, ResourceExt};
 use serde_json::json;
 
 use crate::conditions;
-use crate::crd::{SalesforceOrg, SalesforceOrgStatus, TokenState};
+use crate::crd::{AuthFlow, SalesforceOrg, SalesforceOrgStatus, SecretKeyRef, TokenState};
 use crate::reconcile::{CHECK_ANNOTATION, CHECKED_EVENT};
+use crate::salesforce::allowlist::{DEFAULT_DOMAINS, HostAllowlist};
+use crate::salesforce::{HttpSalesforce, HttpSettings};
+use crate::secret::SecretString;
+use crate::setup_check;
+use crate::token_secret::{self, TokenFile};
 
 /// The field manager of the CLI's writes.
 pub const FIELD_MANAGER: &str = "sforg-operator-cli";
@@ -86,6 +94,43 @@ pub struct CheckArgs {
     pub timeout: Duration,
 }
 
+/// `check-setup NAME`.
+#[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Runs the org's OAuth flow once against Salesforce and prints a checklist: \
+which setting or policy of the Connected App or External Client App to change when Salesforce \
+refuses. JWT bearer and client credentials orgs get (and revoke) one access token; web server \
+orgs are checked without touching their tokens (a login nobody completes, a made-up code and \
+refresh token). Needs read access to the org and its Secrets. Exits 1 when something must change.
+
+Examples:
+  sforg-operator check-setup acme-prod
+  sforg-operator check-setup acme-prod --public-url https://sforg.example.com
+  sforg-operator check-setup acme-uat -n backups --salesforce-proxy http://proxy:3128"
+)]
+pub struct CheckSetupArgs {
+    /// The SalesforceOrg.
+    pub name: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The operator's --public-url, to check that URL/oauth/callback is the app's callback
+    /// URL (default: taken from the org's re-auth link, when it has one).
+    #[arg(long, env = "SFORG_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Also allow this login domain to receive credentials (as the operator's option).
+    #[arg(long = "allowed-login-domain", value_name = "DOMAIN")]
+    pub allowed_login_domains: Vec<String>,
+    /// Send Salesforce traffic through this HTTPS proxy (as the operator's option).
+    #[arg(long, env = "SFORG_SALESFORCE_PROXY", value_name = "URL")]
+    pub salesforce_proxy: Option<String>,
+    /// Also trust the CA certificates in this PEM file for Salesforce traffic.
+    #[arg(long, env = "SFORG_EXTRA_CA_FILE", value_name = "PATH")]
+    pub extra_ca_file: Option<PathBuf>,
+    /// Total timeout of one Salesforce request.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub salesforce_timeout: Duration,
+}
+
 /// Parses `30s`, `15m`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: kube::core::Duration = s
@@ -146,6 +191,12 @@ pub enum CliError {
         /// The current state line.
         now: String,
     },
+    /// `check-setup` could not set up its Salesforce client.
+    #[error("{0}")]
+    Salesforce(String),
+    /// `check-setup` found things to change (the checklist says which).
+    #[error("{0} thing(s) to change; see the checklist above")]
+    SetupProblems(usize),
 }
 
 fn api_error(e: kube::Error, namespace: &str, name: Option<&str>) -> CliError {
@@ -340,7 +391,7 @@ pub async fn reauth(args: &ReauthArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn open_in_browser(url: &str) -> Result<(), CliError> {
+pub fn open_in_browser(url: &str) -> Result<(), CliError> {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
@@ -474,6 +525,133 @@ pub async fn check(args: &CheckArgs) -> Result<(), CliError> {
     }
 }
 
+/// One key of a Secret in `namespace`, or why it cannot be read (never its value).
+async fn secret_value(
+    client: &Client,
+    namespace: &str,
+    r: &SecretKeyRef,
+) -> Result<SecretString, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match api.get_opt(&r.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(format!(
+                "Secret {} does not exist: kubectl create secret generic {} --from-literal={}=...",
+                r.name, r.name, r.key
+            ));
+        }
+        Err(e) => return Err(format!("cannot read Secret {}: {e}", r.name)),
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .ok_or_else(|| format!("Secret {} has no key {}", r.name, r.key))?;
+    match String::from_utf8(bytes) {
+        Ok(s) if !s.trim().is_empty() => Ok(SecretString::new(s.trim().to_owned())),
+        _ => Err(format!(
+            "key {} of Secret {} is empty or not text",
+            r.key, r.name
+        )),
+    }
+}
+
+/// The operator's public URL from a re-auth link (`<public>/reauth/<ns>/<name>?t=...`).
+pub fn public_url_of_link(link: &str) -> Option<String> {
+    link.split_once("/reauth/").map(|(base, _)| base.to_owned())
+}
+
+/// The Salesforce client `check-setup` talks through: the operator's proxy, CA and domains.
+fn check_setup_client(args: &CheckSetupArgs) -> Result<HttpSalesforce, CliError> {
+    let extra_ca_pem = match &args.extra_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CliError::Salesforce(format!(
+                "cannot read --extra-ca-file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let settings = HttpSettings {
+        proxy: args.salesforce_proxy.clone(),
+        extra_ca_pem,
+        timeout: args.salesforce_timeout,
+        allowlist: HostAllowlist::new(
+            DEFAULT_DOMAINS
+                .iter()
+                .map(|d| d.to_string())
+                .chain(args.allowed_login_domains.iter().cloned()),
+        ),
+        ..HttpSettings::default()
+    };
+    HttpSalesforce::new(settings).map_err(|e| CliError::Salesforce(e.to_string()))
+}
+
+/// `sforg-operator check-setup NAME`.
+pub async fn check_setup(args: &CheckSetupArgs) -> Result<(), CliError> {
+    let (client, namespace) = connect(&args.kube).await?;
+    let org = get_org(&client, &namespace, &args.name).await?;
+    let flow = org
+        .spec
+        .auth
+        .flow()
+        .map_err(|e| CliError::Salesforce(e.to_string()))?;
+    let credential_ref = match &flow {
+        AuthFlow::WebServer(w) => w.client_secret_ref.clone(),
+        AuthFlow::JwtBearer(j) => Some(j.private_key_ref.clone()),
+        AuthFlow::ClientCredentials(c) => Some(c.client_secret_ref.clone()),
+    };
+    let credential = match &credential_ref {
+        Some(r) => Some(secret_value(&client, &namespace, r).await),
+        None => None,
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let token_secret = secrets
+        .get_opt(&org.spec.token_secret_ref.name)
+        .await
+        .map_err(|e| api_error(e, &namespace, None))?;
+    let stored = match token_secret::read(token_secret.as_ref()) {
+        TokenFile::Present(t) => t.access_token.zip(t.instance_url),
+        TokenFile::Missing | TokenFile::Malformed(_) => None,
+    };
+    let status = org.status.as_ref();
+    let public_url = args.public_url.clone().or_else(|| {
+        status
+            .and_then(|s| s.reauth.as_ref())
+            .and_then(|r| public_url_of_link(&r.url))
+    });
+    let salesforce = check_setup_client(args)?;
+    let inputs = setup_check::Inputs {
+        org: format!("{namespace}/{}", args.name),
+        login_url: org.spec.login_url.clone(),
+        flow,
+        credential,
+        stored,
+        callback_url: public_url.map(|u| {
+            format!(
+                "{}{}",
+                u.trim_end_matches('/'),
+                crate::callback::CALLBACK_PATH
+            )
+        }),
+        pinned_org: org
+            .spec
+            .expected_org_id
+            .clone()
+            .or_else(|| status.and_then(|s| s.org_id.clone())),
+        verdict: status
+            .and_then(|s| conditions::get(&s.conditions, conditions::READY))
+            .map(|c| (c.reason.clone(), c.message.clone())),
+    };
+    let checklist = setup_check::run(&salesforce, &inputs).await;
+    print!("{}", checklist.render());
+    match checklist.failures() {
+        0 => Ok(()),
+        n => Err(CliError::SetupProblems(n)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +735,19 @@ mod tests {
         let cells: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(cells, ["b", "zeta", "-", "-", "-", "0", "-", "-"]);
         assert!(!status_table(&orgs, false).contains("NAMESPACE"));
+    }
+
+    #[test]
+    fn public_url_comes_from_the_reauth_link() {
+        assert_eq!(
+            public_url_of_link("https://sforg.example.com/reauth/backups/acme?t=abc").as_deref(),
+            Some("https://sforg.example.com")
+        );
+        assert_eq!(
+            public_url_of_link("http://127.0.0.1:8080/reauth/ns/x?t=1").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(public_url_of_link("https://elsewhere.example/x"), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::crd::SalesforceOrg;
 use crate::metrics::{Metrics, OrgSource};
+use crate::namespaces;
 use crate::reconcile::{self, Context, Settings};
 use crate::salesforce::Salesforce;
 use crate::telemetry::Health;
@@ -70,17 +71,24 @@ fn watch_backoff() -> ResetTimerBackoff<WatchBackoff> {
 /// Where the controller looks.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
-    /// Only this namespace; all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// Only these namespaces, each watched on its own (so a Role in each is enough); all
+    /// namespaces when empty.
+    pub namespaces: Vec<String>,
 }
 
-fn api<K>(client: &Client, scope: &Scope) -> Api<K>
+/// One API per watched namespace, or one for the whole cluster.
+fn apis<K>(client: &Client, scope: &Scope) -> Vec<Api<K>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
-    match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    if scope.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        scope
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     }
 }
 
@@ -141,21 +149,9 @@ pub async fn run_with<S: Salesforce>(
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), salesforce, settings, recorder));
-    let orgs: Api<SalesforceOrg> = api(&client, &scope);
-    let secrets: Api<PartialObjectMeta<Secret>> = api(&client, &scope);
-    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    // The org cache drops managedFields (nothing reads them; they are most of an object's
-    // size), and Secrets are watched as metadata only: their events just trigger a reconcile,
-    // which reads the one Secret it needs.
     let (store, writer) = reflector::store();
-    let org_events = watcher(orgs, watcher::Config::default())
-        .backoff(watch_backoff())
-        .modify(|org| org.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects();
-    let secret_events = watcher(secrets, managed)
-        .backoff(watch_backoff())
-        .touched_objects();
+    let org_events = org_events(&client, &scope, store.clone(), writer);
+    let secret_events = secret_events(&client, &scope);
     // Bounded concurrency: a cold start with thousands of orgs must not flood the API server
     // (and starve the leader lease renewals) with thousands of requests at once.
     let controller = Controller::for_stream(org_events, store.clone())
@@ -216,6 +212,56 @@ pub async fn run_with<S: Salesforce>(
         () = synced => {}
     }
     running.await;
+}
+
+/// The orgs of every watched namespace, merged into one cache. The cache drops managedFields
+/// (nothing reads them; they are most of an object's size).
+fn org_events(
+    client: &Client,
+    scope: &Scope,
+    store: reflector::Store<SalesforceOrg>,
+    writer: reflector::store::Writer<SalesforceOrg>,
+) -> impl futures::Stream<Item = Result<SalesforceOrg, watcher::Error>> + Send + 'static {
+    let org_watches: Vec<_> = apis::<SalesforceOrg>(client, scope)
+        .into_iter()
+        .zip(
+            scope
+                .namespaces
+                .iter()
+                .cloned()
+                .chain(std::iter::repeat_with(String::new)),
+        )
+        .map(|(orgs, ns)| {
+            let watch = watcher(orgs, watcher::Config::default())
+                .backoff(watch_backoff())
+                .boxed();
+            (ns, watch)
+        })
+        .collect();
+    namespaces::merge(org_watches, store)
+        .modify(|org| org.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+}
+
+/// The operator's token Secrets, as metadata only: their events just trigger a reconcile,
+/// which reads the one Secret it needs.
+fn secret_events(
+    client: &Client,
+    scope: &Scope,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+{
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    futures::stream::select_all(
+        apis::<PartialObjectMeta<Secret>>(client, scope)
+            .into_iter()
+            .map(move |secrets| {
+                watcher(secrets, managed.clone())
+                    .backoff(watch_backoff())
+                    .touched_objects()
+                    .boxed()
+            }),
+    )
 }
 
 fn error_policy<S: Salesforce>(

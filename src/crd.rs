@@ -56,6 +56,19 @@ pub const VERSION: &str = "v1alpha1";
         priority = 1
     ),
     printcolumn(
+        name = "Authorized By",
+        type_ = "string",
+        json_path = ".status.authorizedBy",
+        description = "The Salesforce user whose login through the re-auth link stored the tokens",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Authorized",
+        type_ = "date",
+        json_path = ".status.authorizedAt",
+        priority = 1
+    ),
+    printcolumn(
         name = "Reauth",
         type_ = "string",
         json_path = ".status.reauth.url",
@@ -64,7 +77,10 @@ pub const VERSION: &str = "v1alpha1";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.auth.clientCredentials) || !(self.loginUrl in ['https://login.salesforce.com', 'https://test.salesforce.com', 'https://login.salesforce.com/', 'https://test.salesforce.com/'])").message("the client credentials flow works only on the org's My Domain: set loginUrl to https://<mydomain>.my.salesforce.com").field_path(".loginUrl"))]
+// Every spelling of the shared login hosts (any case, an explicit :443, a trailing dot) is the
+// same host to Salesforce. A regular expression on the length-bounded field keeps the rule's
+// estimated cost within the API server's budget (url(...).getHostname() is unbounded).
+#[x_kube(validation = Rule::new("!has(self.auth.clientCredentials) || !self.loginUrl.lowerAscii().matches('^https://(login|test)[.]salesforce[.]com[.]?(:0*443)?/?$')").message("the client credentials flow works only on the org's My Domain: set loginUrl to https://<mydomain>.my.salesforce.com").field_path(".loginUrl"))]
 pub struct SalesforceOrgSpec {
     /// Where to log in: https://login.salesforce.com, https://test.salesforce.com (sandboxes) or the
     /// org's My Domain URL. HTTPS only, no path. The operator sends credentials only to hosts that
@@ -115,7 +131,7 @@ pub struct AuthSpec {
     /// OAuth JWT bearer flow: the operator signs an assertion with a private key; no person needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_bearer: Option<JwtBearerAuth>,
-    /// OAuth client credentials flow (My Domain only): the Connected App's run-as user.
+    /// OAuth client credentials flow (My Domain only): the app's run-as user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_credentials: Option<ClientCredentialsAuth>,
 }
@@ -124,10 +140,11 @@ pub struct AuthSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebServerAuth {
-    /// The Connected App's consumer key (not a secret).
+    /// The consumer key of the Connected App or External Client App (not a secret).
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
     pub client_id: String,
-    /// The consumer secret, for a confidential Connected App. Leave unset for a public (PKCE only) app.
+    /// The consumer secret. Leave unset for a PKCE-only client: the app must then not require
+    /// its secret for the web server and refresh token flows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
     /// OAuth scopes to request. Must include refresh_token (or offline_access) so the connection
@@ -149,13 +166,13 @@ fn default_scopes() -> Vec<String> {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct JwtBearerAuth {
-    /// The Connected App's consumer key (the JWT issuer).
+    /// The consumer key of the Connected App or External Client App (the JWT issuer).
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
     pub client_id: String,
     /// The Salesforce username to act as (the JWT subject), pre-authorized for the app.
     #[schemars(length(min = 3, max = 80), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
     pub username: String,
-    /// The PEM RSA private key whose certificate is uploaded to the Connected App.
+    /// The PEM RSA private key whose certificate is uploaded to the app.
     pub private_key_ref: SecretKeyRef,
 }
 
@@ -163,10 +180,10 @@ pub struct JwtBearerAuth {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCredentialsAuth {
-    /// The Connected App's consumer key.
+    /// The consumer key of the Connected App or External Client App.
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._\-]+$"))]
     pub client_id: String,
-    /// The Connected App's consumer secret.
+    /// The app's consumer secret.
     pub client_secret_ref: SecretKeyRef,
 }
 
@@ -272,6 +289,12 @@ pub struct SalesforceOrgStatus {
     /// When a new access token was last obtained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refreshed_at: Option<Time>,
+    /// The Salesforce username whose login through the re-auth link stored the tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_by: Option<String>,
+    /// When that login happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_at: Option<Time>,
     /// Present while the org needs a person to log in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reauth: Option<ReauthLink>,

@@ -1,20 +1,23 @@
 //! The `sforg-operator` command: wiring only; behaviour lives in the library modules.
 
+use std::sync::Arc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use sforg_operator::callback;
 use sforg_operator::cli;
 use sforg_operator::controller::{self, Hooks, Scope};
 use sforg_operator::leader::{self, Elector, LeaseConfig};
 use sforg_operator::metrics::{Instrumented, Metrics};
 use sforg_operator::reconcile::Settings;
-use sforg_operator::salesforce::allowlist::{DEFAULT_DOMAINS, HostAllowlist};
+use sforg_operator::salesforce::allowlist::HostAllowlist;
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_operator::telemetry::{self, Health, LogFormat};
+use sforg_operator::{dashboard, plugin};
 
 /// Keeps Salesforce org connections alive in Kubernetes.
 ///
@@ -49,18 +52,39 @@ enum Command {
     /// Ask the operator to check an org against Salesforce now, and optionally wait for the
     /// result.
     Check(cli::CheckArgs),
+    /// Open the Organizations page in a browser: live token states, Update Token, Check now
+    /// and details, with your own kubeconfig and RBAC (like kubectl: --context, -n, -A).
+    Dashboard(dashboard::DashboardArgs),
+    /// Run an org's OAuth flow once against Salesforce and print a checklist of what to
+    /// change in the Connected App or External Client App (settings and policies) or in the
+    /// SalesforceOrg when Salesforce refuses. Exits 1 when something must change.
+    CheckSetup(cli::CheckSetupArgs),
 }
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Watch only this namespace (namespaced mode); all namespaces when unset.
-    #[arg(long, env = "SFORG_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace (namespaced mode); repeat it, or separate with commas, for
+    /// several (each watched on its own, so a Role in each is enough). All namespaces when
+    /// unset.
+    #[arg(
+        long,
+        env = "SFORG_NAMESPACE",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    namespace: Vec<String>,
 
     /// Also allow this login domain (and its subdomains) to receive credentials, for orgs
-    /// behind a custom domain. Salesforce's own domains are always allowed. Repeatable.
+    /// behind a custom domain. Salesforce's own domains are always allowed. Repeatable. A
+    /// public suffix (com, co.uk, herokuapp.com...), a URL, a wildcard or an IP address is
+    /// refused at start.
     #[arg(long = "allowed-login-domain", value_name = "DOMAIN")]
     allowed_login_domains: Vec<String>,
+
+    /// Also allow this port in login and instance URLs (only 443 otherwise, as Salesforce
+    /// serves), for a custom domain served elsewhere. Repeatable.
+    #[arg(long = "allowed-login-port", value_name = "PORT")]
+    allowed_login_ports: Vec<u16>,
 
     /// Send Salesforce traffic (only) through this HTTPS proxy, for example
     /// http://proxy.internal:3128.
@@ -85,7 +109,10 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "text", env = "SFORG_LOG_FORMAT")]
     log_format: LogFormat,
 
-    /// Serve /metrics (Prometheus), /healthz and /readyz on this address.
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. 127.0.0.1:9090
+    /// keeps the per-org metrics (namespaces, names, states) inside the pod, for a
+    /// kube-rbac-proxy sidecar or an agent in the pod; then give --health-listen for the
+    /// kubelet's probes.
     #[arg(
         long,
         default_value = "0.0.0.0:9090",
@@ -93,6 +120,11 @@ struct RunArgs {
         value_name = "ADDR"
     )]
     metrics_listen: SocketAddr,
+
+    /// Also serve /healthz and /readyz (only) on this address, for example 0.0.0.0:9091 when
+    /// /metrics listens on loopback.
+    #[arg(long, env = "SFORG_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<SocketAddr>,
 
     /// Run the controller without leader election: only for a single replica or local
     /// development, never with two replicas.
@@ -118,8 +150,8 @@ struct RunArgs {
 
     /// The base URL at which browsers reach the re-auth server, for example
     /// https://sforg.example.com (the chart sets it from its Ingress host). Re-auth links are
-    /// written to status only when it is set; the Connected App's callback URL must be
-    /// URL/oauth/callback.
+    /// written to status only when it is set; the callback URL of the Connected App or
+    /// External Client App must be URL/oauth/callback.
     #[arg(long, env = "SFORG_PUBLIC_URL", value_name = "URL")]
     public_url: Option<String>,
 
@@ -164,70 +196,21 @@ fn parse_secret_ref(s: &str) -> Result<(Option<String>, String), String> {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     telemetry::init(args.log_format);
-    let allowlist = HostAllowlist::new(
-        DEFAULT_DOMAINS
-            .iter()
-            .map(|d| d.to_string())
-            .chain(args.allowed_login_domains.iter().cloned()),
-    );
-    let extra_ca_pem = match &args.extra_ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| format!("cannot read --extra-ca-file {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
-    let http = HttpSettings {
-        proxy: args.salesforce_proxy.clone(),
-        extra_ca_pem,
-        timeout: args.salesforce_timeout,
-        allowlist: allowlist.clone(),
-        ..HttpSettings::default()
-    };
+    let allowlist = HostAllowlist::from_admin(&args.allowed_login_domains)
+        .map_err(|e| e.to_string())?
+        .with_ports(args.allowed_login_ports.iter().copied());
+    let http = http_settings(&args, &allowlist)?;
     let metrics = Metrics::new();
     let health = Health::default();
-    let listener = telemetry::bind(args.metrics_listen)
-        .await
-        .map_err(|e| e.to_string())?;
-    let router = telemetry::router(metrics.clone(), health.clone());
-    tokio::spawn(async move {
-        if let Err(e) = telemetry::serve(listener, router, std::future::pending()).await {
-            tracing::error!(error = %e, "metrics and health server failed");
-        }
-    });
+    serve_telemetry(&args, &metrics, &health).await?;
     let salesforce = Instrumented::new(
-        HttpSalesforce::new(http).map_err(|e| e.to_string())?,
+        HttpSalesforce::new(http.clone()).map_err(|e| e.to_string())?,
         metrics.clone(),
     );
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
     })?;
-    let reauth = match &args.public_url {
-        Some(url) => {
-            let options = callback::ServerOptions {
-                public_url: url.clone(),
-                listen: args.callback_listen,
-                key_secret: args
-                    .state_key_secret
-                    .clone()
-                    .unwrap_or((None, callback::DEFAULT_KEY_SECRET.to_owned())),
-                revoke_superseded: args.revoke_superseded_tokens,
-            };
-            let spawned = callback::spawn(
-                &client,
-                salesforce.clone(),
-                allowlist.clone(),
-                options,
-                sforg_operator::clock::Clock::system(),
-                shutdown_signal(),
-            );
-            Some(spawned.await.map_err(|e| e.to_string())?)
-        }
-        None => {
-            tracing::info!("no --public-url: re-auth links are not written to status");
-            None
-        }
-    };
+    let reauth = serve_callback(&args, &client, &http, &metrics, &allowlist).await?;
     let settings = Settings {
         keepalive: args.refresh_keepalive,
         allowlist,
@@ -238,9 +221,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "sforg-operator".into());
     let scope = Scope {
-        namespace: args.namespace,
+        namespaces: args.namespace.clone(),
     };
-    tracing::info!(namespace = ?scope.namespace, domains = ?settings.allowlist.domains(), metrics = %args.metrics_listen, "starting");
+    tracing::info!(namespaces = ?scope.namespaces, domains = ?settings.allowlist.domains(), metrics = %args.metrics_listen, "starting");
     let hooks = Hooks {
         metrics: Some(metrics.clone()),
         health: Some(health.clone()),
@@ -258,27 +241,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         )
         .await;
     } else {
-        let config = LeaseConfig {
-            lease_duration: args.lease_duration,
-            renew_interval: args.lease_renew_interval,
-            ..LeaseConfig::new(
-                args.lease_name.clone(),
-                args.lease_namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                // Unique even for two processes on one host without POD_NAME.
-                format!("{instance}_{}", std::process::id()),
-            )
-        };
-        // The lease gets its own client (its own connections), so a busy controller can never
-        // delay a renewal long enough to lose leadership.
-        let lease_client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("cannot reach the Kubernetes API for the leader lease: {e}"))?;
-        let elector = Elector::new(lease_client, config)
-            .map_err(|e| e.to_string())?
-            .with_metrics(metrics.clone())
-            .with_health(health.clone());
+        let elector = elector(&args, &instance, &metrics, &health).await?;
         elector
             .run(shutdown_signal(), |stop| {
                 controller::run_with(
@@ -296,6 +259,113 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How the operator reaches Salesforce.
+fn http_settings(args: &RunArgs, allowlist: &HostAllowlist) -> Result<HttpSettings, String> {
+    let extra_ca_pem = match &args.extra_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read --extra-ca-file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(HttpSettings {
+        proxy: args.salesforce_proxy.clone(),
+        extra_ca_pem,
+        timeout: args.salesforce_timeout,
+        allowlist: allowlist.clone(),
+        ..HttpSettings::default()
+    })
+}
+
+/// Metrics and health on `--metrics-listen`, and health alone on `--health-listen` when set.
+async fn serve_telemetry(
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+) -> Result<(), String> {
+    let listener = telemetry::bind(args.metrics_listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let router = telemetry::router(metrics.clone(), health.clone());
+    telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
+    if let Some(addr) = args.health_listen {
+        let listener = telemetry::bind(addr).await.map_err(|e| e.to_string())?;
+        let router = telemetry::health_router(health.clone());
+        telemetry::spawn(listener, router, std::future::pending()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The re-auth callback server, when the operator has a public URL; the links it serves.
+async fn serve_callback(
+    args: &RunArgs,
+    client: &kube::Client,
+    http: &HttpSettings,
+    metrics: &Arc<Metrics>,
+    allowlist: &HostAllowlist,
+) -> Result<Option<callback::Links>, String> {
+    let Some(url) = &args.public_url else {
+        tracing::info!("no --public-url: re-auth links are not written to status");
+        return Ok(None);
+    };
+    let options = callback::ServerOptions {
+        public_url: url.clone(),
+        listen: args.callback_listen,
+        key_secret: args
+            .state_key_secret
+            .clone()
+            .unwrap_or((None, callback::DEFAULT_KEY_SECRET.to_owned())),
+        revoke_superseded: args.revoke_superseded_tokens,
+    };
+    // The callback gets its own Salesforce client: its connections are driven by the callback
+    // server's runtime, which a flood of requests may keep busy.
+    let salesforce = Instrumented::new(
+        HttpSalesforce::new(http.clone()).map_err(|e| e.to_string())?,
+        metrics.clone(),
+    );
+    let links = callback::spawn(
+        client,
+        salesforce,
+        allowlist.clone(),
+        options,
+        sforg_operator::clock::Clock::system(),
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(Some(links))
+}
+
+/// The leader elector on the configured Lease.
+async fn elector(
+    args: &RunArgs,
+    instance: &str,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+) -> Result<Elector, String> {
+    let config = LeaseConfig {
+        lease_duration: args.lease_duration,
+        renew_interval: args.lease_renew_interval,
+        ..LeaseConfig::new(
+            args.lease_name.clone(),
+            args.lease_namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            // Unique even for two processes on one host without POD_NAME.
+            format!("{instance}_{}", std::process::id()),
+        )
+    };
+    // The lease gets its own client (its own connections), so a busy controller can never
+    // delay a renewal long enough to lose leadership.
+    let lease_client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API for the leader lease: {e}"))?;
+    Ok(Elector::new(lease_client, config)
+        .map_err(|e| e.to_string())?
+        .with_metrics(metrics.clone())
+        .with_health(health.clone()))
 }
 
 async fn shutdown_signal() {
@@ -322,7 +392,13 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut command = Cli::command();
+    if plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        command = command
+            .name(plugin::PLUGIN_EXECUTABLE)
+            .bin_name(plugin::PLUGIN_COMMAND);
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Crd => sforg_operator::manifests::crd_yaml()
             .map(|yaml| print!("{yaml}"))
@@ -331,6 +407,10 @@ async fn main() -> ExitCode {
         Command::Status(args) => cli::status(&args).await.map_err(|e| e.to_string()),
         Command::Reauth(args) => cli::reauth(&args).await.map_err(|e| e.to_string()),
         Command::Check(args) => cli::check(&args).await.map_err(|e| e.to_string()),
+        Command::Dashboard(args) => dashboard::run(&args, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string()),
+        Command::CheckSetup(args) => cli::check_setup(&args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

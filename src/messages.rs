@@ -48,11 +48,22 @@ impl Relogin {
 /// Why authorization is lost, and what to do about it. `org` names the org for people
 /// ("the org" before one is known); `description` is what Salesforce said.
 pub fn lost(reason: LostReason, org: &str, description: &str, relogin: Relogin) -> String {
+    let what = lost_what(reason, org, relogin);
+    if description.is_empty() {
+        what
+    } else {
+        format!("{what} (Salesforce said: {description})")
+    }
+}
+
+/// What is wrong and what to do, without Salesforce's own words.
+fn lost_what(reason: LostReason, org: &str, relogin: Relogin) -> String {
     let then = relogin.then();
-    let what = match reason {
+    match reason {
         LostReason::RefreshTokenRevoked => format!(
-            "Salesforce no longer accepts the refresh token for {org} (expired by policy, \
-             revoked, or reused after rotation): {then}."
+            "Salesforce no longer accepts the refresh token for {org} (expired by the refresh \
+             token policy of the Connected App or External Client App, revoked from its OAuth \
+             Usage page, or reused after rotation): {then}."
         ),
         LostReason::UserInactive => format!(
             "The Salesforce user is deactivated in {org}: reactivate it (or use another user), \
@@ -63,42 +74,64 @@ pub fn lost(reason: LostReason, org: &str, description: &str, relogin: Relogin) 
         }
         LostReason::ConnectedAppNotInstalled => format!(
             "The Connected App is not installed in {org}: install it (Setup > Connected Apps \
-             OAuth Usage > Install), then {then}."
+             OAuth Usage > Install) or give the user the permission \"Approve Uninstalled \
+             Connected Apps\", then {then}. (An External Client App needs no installation: \
+             create it in {org} itself.)"
         ),
         LostReason::ConnectedAppBlocked => format!(
-            "An administrator blocked the Connected App in {org}: unblock it (Setup > Connected \
-             Apps OAuth Usage), then {then}."
+            "An administrator blocked the Connected App or External Client App in {org}: \
+             unblock it (Setup > Connected Apps OAuth Usage), then {then}."
         ),
         LostReason::InvalidClientId => "Salesforce does not know this consumer key: check the \
-             client id in spec.auth (a new Connected App can take minutes to propagate)."
+             client id in spec.auth against the Connected App or External Client App (for an \
+             External Client App: External Client App Manager > the app > Settings > OAuth \
+             Settings > Consumer Key and Secret). A new app can take minutes to propagate."
             .to_owned(),
         LostReason::InvalidClientSecret => "Salesforce refused the consumer secret: update the \
-             Secret named by clientSecretRef with the Connected App's current secret."
+             Secret named by clientSecretRef with the current consumer secret of the Connected \
+             App or External Client App (for an External Client App: Settings > OAuth Settings \
+             > Consumer Key and Secret)."
             .to_owned(),
         LostReason::UserNotApproved => format!(
-            "The user is not approved for the Connected App in {org}: pre-authorize the user's \
-             profile or permission set, then {then}."
+            "The user is not approved for the Connected App or External Client App in {org}: \
+             with Permitted Users \"Admin approved users are pre-authorized\", add the user's \
+             profile or one of the user's permission sets to the app (Connected App: Manage > \
+             Profiles or Permission Sets; External Client App: Policies tab > OAuth Policies, \
+             then assign that permission set to the user), then {then}."
         ),
         LostReason::IpRestricted => format!(
-            "Salesforce refuses logins from the operator's network for {org}: relax the \
-             Connected App's IP restrictions or add the operator's egress IPs."
+            "Salesforce refuses logins from the operator's network for {org}: relax IP \
+             restrictions in the OAuth policies of the Connected App or External Client App \
+             (IP Relaxation), or add the operator's egress IPs to the org's trusted ranges."
         ),
         LostReason::InvalidAudience => "The JWT audience does not match the org type: use \
              loginUrl https://test.salesforce.com for sandboxes and https://login.salesforce.com \
              for production."
             .to_owned(),
-        LostReason::NoClientCredentialsUser => "The Connected App has no run-as user for the \
-             client credentials flow: set one in the app's OAuth policies."
+        LostReason::NoClientCredentialsUser => "The Connected App or External Client App has \
+             no run-as user for the client credentials flow: set Run As in its OAuth policies \
+             (External Client App: Settings > OAuth Settings > Flow Enablement > Enable Client \
+             Credentials Flow, then Policies tab > OAuth Policies > Run As)."
             .to_owned(),
-        LostReason::Refused => format!(
-            "Salesforce refused the authorization for {org}: check the Connected App, then \
-             {then}."
+        LostReason::RefreshSecretRequired => format!(
+            "Salesforce requires the consumer secret to refresh the token for {org}, and \
+             spec.auth.webServer has no clientSecretRef: add clientSecretRef (a Secret holding \
+             the app's consumer secret), or clear \"Require secret for Refresh Token Flow\" \
+             (External Client App: Settings > OAuth Settings > Security; Connected App: API \
+             (Enable OAuth Settings)). The refresh token itself is still good: the next check \
+             uses it again."
         ),
-    };
-    if description.is_empty() {
-        what
-    } else {
-        format!("{what} (Salesforce said: {description})")
+        LostReason::WebServerSecretRequired => format!(
+            "Salesforce requires the consumer secret to finish a login for {org}, and \
+             spec.auth.webServer has no clientSecretRef: add clientSecretRef (a Secret holding \
+             the app's consumer secret), or clear \"Require secret for Web Server Flow\" \
+             (External Client App: Settings > OAuth Settings > Security; Connected App: API \
+             (Enable OAuth Settings)), then {then}."
+        ),
+        LostReason::Refused => format!(
+            "Salesforce refused the authorization for {org}: check the settings and policies \
+             of the Connected App or External Client App, then {then}."
+        ),
     }
 }
 
@@ -192,6 +225,16 @@ pub fn clock_skew(detail: &str) -> String {
 /// A login host outside the allowlist.
 pub fn host_not_allowed(error: &str) -> String {
     format!("{error}. Nothing was sent to that host.")
+}
+
+/// Salesforce serves the flow only on the org's My Domain.
+pub fn not_my_domain(description: &str) -> String {
+    format!(
+        "Salesforce answered {description:?} at spec.loginUrl: this flow works only on the \
+         org's My Domain. Set spec.loginUrl to the My Domain URL \
+         (https://<mydomain>.my.salesforce.com, shown in Setup > My Domain). The authorization \
+         is not lost and dependent CronJobs are not paused for this."
+    )
 }
 
 /// An unusable JWT private key.
@@ -344,6 +387,36 @@ mod tests {
             failed_login(Reason::ConnectedAppNotInstalled, "", "00D")
                 .is_some_and(|(_, m)| m.contains("install it") && m.contains("status.reauth.url"))
         );
+    }
+
+    #[test]
+    fn lost_messages_name_both_kinds_of_app_and_the_setting_to_change() {
+        use LostReason as L;
+        // Where either kind of app can be meant, both are named; where the fix is an ECA
+        // setting or policy, the message names it.
+        #[rustfmt::skip]
+        let cases: &[(L, &[&str])] = &[
+            (L::RefreshTokenRevoked, &["Connected App or External Client App", "refresh token policy", "OAuth Usage"]),
+            (L::ConnectedAppNotInstalled, &["Connected App is not installed", "Approve Uninstalled Connected Apps", "External Client App needs no installation"]),
+            (L::ConnectedAppBlocked, &["Connected App or External Client App"]),
+            (L::InvalidClientId, &["Connected App or External Client App", "Consumer Key and Secret"]),
+            (L::InvalidClientSecret, &["Connected App or External Client App", "Consumer Key and Secret"]),
+            (L::UserNotApproved, &["Connected App or External Client App", "Admin approved users are pre-authorized", "Policies tab > OAuth Policies", "permission set"]),
+            (L::IpRestricted, &["Connected App or External Client App", "IP Relaxation"]),
+            (L::NoClientCredentialsUser, &["Connected App or External Client App", "Enable Client Credentials Flow", "Run As"]),
+            (L::RefreshSecretRequired, &["clientSecretRef", "Require secret for Refresh Token Flow", "Settings > OAuth Settings > Security"]),
+            (L::WebServerSecretRequired, &["clientSecretRef", "Require secret for Web Server Flow", "Settings > OAuth Settings > Security"]),
+            (L::Refused, &["Connected App or External Client App"]),
+        ];
+        for (reason, wants) in cases {
+            let message = lost(*reason, "00D000000000001AAA", "", Relogin::Link);
+            for want in *wants {
+                assert!(message.contains(want), "{reason:?}: {message}");
+            }
+            // Every reason the reconciler writes can come back from a failed re-auth.
+            let back = failed_login(Reason::from(*reason), "", "the org").map(|(r, _)| r);
+            assert_eq!(back, Some(Reason::from(*reason)));
+        }
     }
 
     #[test]

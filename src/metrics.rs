@@ -379,6 +379,7 @@ pub fn outcome<T>(result: &Result<T, SfError>) -> &'static str {
         Err(SfError::Transient { .. }) => "transient",
         Err(SfError::HostNotAllowed(_)) => "host_not_allowed",
         Err(SfError::BadPrivateKey(_)) => "bad_private_key",
+        Err(SfError::NotMyDomain { .. }) => "not_my_domain",
     }
 }
 

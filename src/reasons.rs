@@ -38,6 +38,10 @@ pub enum Reason {
     InvalidAudience,
     /// The client credentials flow has no run-as user.
     NoClientCredentialsUser,
+    /// The app requires the consumer secret to refresh, and the spec names none.
+    RefreshSecretRequired,
+    /// The app requires the consumer secret to finish a login, and the spec names none.
+    WebServerSecretRequired,
     /// Salesforce refused for another documented reason.
     AuthorizationRefused,
     /// The tokens belong to another org than the pinned one.
@@ -56,6 +60,8 @@ pub enum Reason {
     TokenNotPersisted,
     /// A login host outside the operator's allowlist.
     HostNotAllowed,
+    /// The flow works only on the org's My Domain, and spec.loginUrl is not it.
+    LoginUrlNotMyDomain,
     /// The JWT private key is unusable.
     InvalidPrivateKey,
     /// A spec the schema should have refused.
@@ -91,6 +97,8 @@ impl Reason {
             Reason::IpRestricted => "IpRestricted",
             Reason::InvalidAudience => "InvalidAudience",
             Reason::NoClientCredentialsUser => "NoClientCredentialsUser",
+            Reason::RefreshSecretRequired => "RefreshSecretRequired",
+            Reason::WebServerSecretRequired => "WebServerSecretRequired",
             Reason::AuthorizationRefused => "AuthorizationRefused",
             Reason::WrongOrg => "WrongOrg",
             Reason::AuthorizationDenied => "AuthorizationDenied",
@@ -100,6 +108,7 @@ impl Reason {
             Reason::ClockSkew => "ClockSkew",
             Reason::TokenNotPersisted => "TokenNotPersisted",
             Reason::HostNotAllowed => "HostNotAllowed",
+            Reason::LoginUrlNotMyDomain => "LoginUrlNotMyDomain",
             Reason::InvalidPrivateKey => "InvalidPrivateKey",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::CredentialsSecretMissing => "CredentialsSecretMissing",
@@ -132,6 +141,8 @@ impl From<LostReason> for Reason {
             LostReason::IpRestricted => Reason::IpRestricted,
             LostReason::InvalidAudience => Reason::InvalidAudience,
             LostReason::NoClientCredentialsUser => Reason::NoClientCredentialsUser,
+            LostReason::RefreshSecretRequired => Reason::RefreshSecretRequired,
+            LostReason::WebServerSecretRequired => Reason::WebServerSecretRequired,
             LostReason::Refused => Reason::AuthorizationRefused,
         }
     }
@@ -152,6 +163,8 @@ impl Reason {
             Reason::IpRestricted => LostReason::IpRestricted,
             Reason::InvalidAudience => LostReason::InvalidAudience,
             Reason::NoClientCredentialsUser => LostReason::NoClientCredentialsUser,
+            Reason::RefreshSecretRequired => LostReason::RefreshSecretRequired,
+            Reason::WebServerSecretRequired => LostReason::WebServerSecretRequired,
             Reason::AuthorizationRefused => LostReason::Refused,
             _ => return None,
         })
@@ -213,6 +226,8 @@ mod tests {
             LostReason::IpRestricted,
             LostReason::InvalidAudience,
             LostReason::NoClientCredentialsUser,
+            LostReason::RefreshSecretRequired,
+            LostReason::WebServerSecretRequired,
             LostReason::Refused,
         ] {
             assert_eq!(Reason::from(lost).lost(), Some(lost));

@@ -17,7 +17,14 @@ use crate::reasons::Reason;
 pub const REAUTH_ERROR_ANNOTATION: &str = "orgtokens.dev/reauth-error";
 /// Annotation on a token Secret: the nonces of the states already used, with their expiry.
 pub const USED_STATES_ANNOTATION: &str = "orgtokens.dev/used-reauth-states";
-/// Used states remembered per org, at most (each is forgotten after its expiry anyway).
+/// Annotation on a token Secret: the ids of the re-auth links a login succeeded through
+/// (each link works once), with their expiry.
+pub const USED_LINKS_ANNOTATION: &str = "orgtokens.dev/used-reauth-links";
+/// Annotation on a token Secret: the Salesforce username whose login stored its tokens.
+pub const AUTHORIZED_BY_ANNOTATION: &str = "orgtokens.dev/authorized-by";
+/// Annotation on a token Secret: when that login stored them (RFC 3339).
+pub const AUTHORIZED_AT_ANNOTATION: &str = "orgtokens.dev/authorized-at";
+/// Used states (or links) remembered per org, at most (each is forgotten after its expiry).
 pub const MAX_USED_STATES: usize = 50;
 
 /// A failed login through the re-auth link.
@@ -52,8 +59,17 @@ impl ReauthFailure {
 
 /// Used states in the annotation value `nonce:exp,nonce:exp`, without the expired ones.
 pub fn used_states(annotations: &BTreeMap<String, String>, now: i64) -> Vec<(String, i64)> {
+    used_entries(annotations, USED_STATES_ANNOTATION, now)
+}
+
+/// The `id:exp` entries of an annotation listing used states or links, without expired ones.
+pub fn used_entries(
+    annotations: &BTreeMap<String, String>,
+    annotation: &str,
+    now: i64,
+) -> Vec<(String, i64)> {
     annotations
-        .get(USED_STATES_ANNOTATION)
+        .get(annotation)
         .map(|v| {
             v.split(',')
                 .filter_map(|pair| {

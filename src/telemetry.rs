@@ -16,6 +16,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::http_server::Limits;
 use crate::metrics::Metrics;
 
 /// Log line format.
@@ -85,25 +86,13 @@ impl Health {
 
 /// `/metrics`, `/healthz` (the process serves requests) and `/readyz` (see [`Health`]).
 pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
+    metrics_router(metrics).merge(health_router(health))
+}
+
+/// `/healthz` and `/readyz` alone, for a separate address the kubelet can probe while
+/// `/metrics` listens on loopback only.
+pub fn health_router(health: Health) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    match metrics.encode() {
-                        Ok(text) => {
-                            ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
-                        }
-                        Err(_) => (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "could not render the metrics\n",
-                        )
-                            .into_response(),
-                    }
-                }
-            }),
-        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -117,6 +106,27 @@ pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
                 async move { (code, format!("{why}\n")) }
             }),
         )
+}
+
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                match metrics.encode() {
+                    Ok(text) => {
+                        ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+                    }
+                    Err(_) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "could not render the metrics\n",
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    )
 }
 
 /// Why the metrics and health server could not run.
@@ -144,14 +154,32 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves, with the limits of
+/// [`crate::http_server`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve)
+    crate::http_server::serve(listener, router, Limits::DEFAULT, shutdown).await;
+    Ok(())
+}
+
+/// Serves `router` on `listener` from a thread and runtime of its own (see
+/// [`crate::http_server::spawn_isolated`]), so that no client of `/metrics` or the probes can
+/// delay the controller.
+pub fn spawn(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    crate::http_server::spawn_isolated(
+        "metrics-server",
+        listener,
+        router,
+        Limits::DEFAULT,
+        shutdown,
+    )
+    .map(|_| ())
+    .map_err(ServeError::Serve)
 }

@@ -17,7 +17,10 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
 use crate::crd::SalesforceOrg;
-use crate::reauth_record::{USED_STATES_ANNOTATION, used_states, with_used_state};
+use crate::reauth_record::{
+    AUTHORIZED_AT_ANNOTATION, AUTHORIZED_BY_ANNOTATION, USED_LINKS_ANNOTATION,
+    USED_STATES_ANNOTATION, used_entries, used_states, with_used_state,
+};
 use crate::salesforce::TokenResponse;
 use crate::salesforce::allowlist::{HostAllowlist, HostError};
 use crate::secret::SecretString;
@@ -58,6 +61,10 @@ pub enum Origin<'a> {
         nonce: &'a str,
         /// When the state expires (seconds since the epoch).
         expires: i64,
+        /// The link the login started from (its id and expiry): used up by this write.
+        link: (&'a str, i64),
+        /// The Salesforce username that logged in.
+        authorized_by: &'a str,
         /// Now (seconds since the epoch), to prune expired nonces.
         now: i64,
     },
@@ -136,25 +143,7 @@ pub async fn store(
             TokenFile::Present(t) => t.refresh_token,
             _ => None,
         };
-        let data = token_secret::data_after(
-            current.as_ref().and_then(|s| s.data.as_ref()),
-            write.response,
-            write.client_id,
-            write.client_secret,
-        );
-        let mut secret = token_secret::prepared(org, &ns, current.as_ref(), data);
-        if let Origin::Login {
-            nonce,
-            expires,
-            now,
-        } = write.origin
-        {
-            let used = used_states(secret.annotations(), now);
-            secret.annotations_mut().insert(
-                USED_STATES_ANNOTATION.to_owned(),
-                with_used_state(&used, nonce, expires),
-            );
-        }
+        let secret = composed(org, &ns, current.as_ref(), write);
         match save(secrets, &secret).await {
             Ok(written) => {
                 return Stored::Written {
@@ -177,6 +166,50 @@ pub async fn store(
          writes in a row"
             .into(),
     )
+}
+
+/// The Secret one write attempt sends: the tokens over what `current` holds, and for a login
+/// the used state and link and who authorized, so they land together or not at all.
+fn composed(
+    org: &SalesforceOrg,
+    ns: &str,
+    current: Option<&Secret>,
+    write: &TokenWrite<'_>,
+) -> Secret {
+    let data = token_secret::data_after(
+        current.and_then(|s| s.data.as_ref()),
+        write.response,
+        write.client_id,
+        write.client_secret,
+    );
+    let mut secret = token_secret::prepared(org, ns, current, data);
+    if let Origin::Login {
+        nonce,
+        expires,
+        link: (link, link_expires),
+        authorized_by,
+        now,
+    } = write.origin
+    {
+        let used = used_states(secret.annotations(), now);
+        let used_links = used_entries(secret.annotations(), USED_LINKS_ANNOTATION, now);
+        let at = k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default();
+        let annotations = secret.annotations_mut();
+        annotations.insert(
+            USED_STATES_ANNOTATION.to_owned(),
+            with_used_state(&used, nonce, expires),
+        );
+        annotations.insert(
+            USED_LINKS_ANNOTATION.to_owned(),
+            with_used_state(&used_links, link, link_expires),
+        );
+        annotations.insert(
+            AUTHORIZED_BY_ANNOTATION.to_owned(),
+            authorized_by.to_owned(),
+        );
+        annotations.insert(AUTHORIZED_AT_ANNOTATION.to_owned(), at.to_string());
+    }
+    secret
 }
 
 fn secrets_namespace(org: &SalesforceOrg) -> String {
@@ -237,6 +270,8 @@ mod tests {
         let login = Origin::Login {
             nonce: "n1",
             expires: 2000,
+            link: ("l1", 3000),
+            authorized_by: "admin@acme.example",
             now: 1000,
         };
         let same = secret("rt-1", None);

@@ -188,6 +188,18 @@ fn everything_on(watch: &[&str]) -> Value {
     })
 }
 
+/// Every option of the hardened set-up: a NetworkPolicy and `/metrics` exposed as `exposure`
+/// (loopback or kubeRbacProxy), a ServiceMonitor when something outside the pod can scrape.
+fn hardened(watch: &[&str], exposure: &str) -> Value {
+    let mut values = everything_on(watch);
+    values["metrics"] = json!({"exposure": exposure,
+        "kubeRbacProxy": {"readers": [{"namespace": "monitoring", "name": "prometheus-k8s"}]}});
+    values["networkPolicy"] = json!({"enabled": true, "ingressControllerNamespace": "ingress",
+        "monitoringNamespace": "monitoring", "apiServer": {"cidrs": ["10.96.0.1/32"]}});
+    values["serviceMonitor"] = json!({"enabled": exposure != "loopback"});
+    values
+}
+
 /// Kinds whose CRDs (Prometheus Operator's) this control plane does not have.
 const FOREIGN_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
 
@@ -204,6 +216,11 @@ fn helm_lint_passes_in_both_modes() {
             "namespaced, no CRD",
             json!({"watchNamespaces": ["backups"], "crds": {"install": false}}),
         ),
+        (
+            "three namespaces, NetworkPolicy, kube-rbac-proxy",
+            hardened(&["a", "b", "c"], "kubeRbacProxy"),
+        ),
+        ("NetworkPolicy, loopback metrics", hardened(&[], "loopback")),
     ] {
         let file = values_file(&values);
         let (ok, out, err) = run(
@@ -226,7 +243,19 @@ fn helm_lint_passes_in_both_modes() {
 #[test]
 fn the_values_schema_refuses_mistakes() {
     for (values, want) in [
-        (json!({"watchNamespaces": ["a", "b"]}), "maxItems"),
+        (json!({"watchNamespaces": ["a", "a"]}), "watchNamespaces"),
+        (
+            json!({"metrics": {"exposure": "public"}}),
+            "/metrics/exposure",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "monitoringNamespace": "Bad_NS"}}),
+            "/networkPolicy/monitoringNamespace",
+        ),
+        (
+            json!({"serviceMonitor": {"enabled": true}, "metrics": {"exposure": "loopback"}}),
+            "nothing outside the pod can scrape",
+        ),
         (json!({"watchNamespace": ["a"]}), "watchNamespace"),
         (json!({"logFormat": "xml"}), "logFormat"),
         (
@@ -332,7 +361,12 @@ fn the_deployment_runs_the_operator_as_configured() {
 fn the_operator_cli_accepts_the_rendered_arguments() {
     // clap rejects an unknown option or a bad value before it gets to --help, so this proves
     // every argument the chart renders parses, without starting the operator.
-    for values in [json!({}), everything_on(&["backups"])] {
+    for values in [
+        json!({}),
+        everything_on(&["backups"]),
+        hardened(&["backups", "billing"], "kubeRbacProxy"),
+        hardened(&[], "loopback"),
+    ] {
         let docs = render("sf", "sforg-system", &values);
         let mut args = args(&docs);
         args.push("--help".into());
@@ -761,7 +795,7 @@ async fn state_key_works(sa: &Client, installed: &Installed) {
     let again = callback::load_or_create_key(sa, &installed.release_ns, &name)
         .await
         .expect("read the state key as the ServiceAccount");
-    assert_eq!(first.as_bytes(), again.as_bytes());
+    assert_eq!(first.current().as_bytes(), again.current().as_bytes());
 }
 
 /// Permissions the ServiceAccount must not have.
@@ -939,7 +973,7 @@ async fn scenario_under_chart_rbac(prefix: &str, cluster_wide: bool) {
     let (stop_leader, leader) = {
         let salesforce = HttpSalesforce::new(http_settings(&op.sim)).expect("http client");
         let scope = Scope {
-            namespace: Some(op.ns.clone()),
+            namespaces: vec![op.ns.clone()],
         };
         let client = sa.clone();
         elect(&sa, &installed, &lease, "pod-a", move |stop| {
@@ -1129,4 +1163,439 @@ async fn the_operator_runs_under_the_namespaced_rbac() {
 #[tokio::test]
 async fn the_operator_runs_under_the_cluster_wide_rbac() {
     scenario_under_chart_rbac("chart-cw", true).await;
+}
+
+// ---- metrics exposure and the NetworkPolicy ---------------------------------------------------
+
+/// `(from namespace, ports)` of each ingress rule, `(to, ports)` of each egress rule.
+fn policy_rules(policy: &Value, direction: &str, peer: &str) -> Vec<(String, Vec<String>)> {
+    policy["spec"][direction]
+        .as_array()
+        .unwrap_or_else(|| panic!("{direction} rules"))
+        .iter()
+        .map(|r| {
+            let from = r[peer]
+                .as_array()
+                .map(|peers| {
+                    peers
+                        .iter()
+                        .map(|p| {
+                            p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .or_else(|| p["ipBlock"]["cidr"].as_str().map(str::to_owned))
+                                .unwrap_or_else(|| "?".into())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "anywhere".into());
+            let ports = r["ports"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("?")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (from, ports)
+        })
+        .collect()
+}
+
+#[test]
+fn the_network_policy_lets_in_and_out_only_what_is_needed() {
+    let docs = render("sf", "sforg-system", &json!({}));
+    assert!(of_kind(&docs, "NetworkPolicy").is_empty(), "off by default");
+
+    let docs = render("sf", "sforg-system", &hardened(&["backups"], "all"));
+    let policies = of_kind(&docs, "NetworkPolicy");
+    assert_eq!(policies.len(), 1);
+    let policy = policies[0];
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment(&docs)["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let p = |s: &str| s.to_owned();
+    assert_eq!(
+        policy_rules(policy, "ingress", "from"),
+        [
+            (p("ingress"), vec![p("8080/TCP")]),
+            (p("monitoring"), vec![p("9090/TCP")]),
+        ]
+    );
+    assert_eq!(
+        policy_rules(policy, "egress", "to"),
+        [
+            (p("kube-system"), vec![p("53/UDP"), p("53/TCP")]),
+            (p("10.96.0.1/32"), vec![p("443/TCP"), p("6443/TCP")]),
+            (p("anywhere"), vec![p("443/TCP")]),
+        ]
+    );
+    // Behind kube-rbac-proxy the monitoring namespace reaches the proxy's port; with metrics
+    // on loopback, nothing but the callback comes in.
+    let docs = render("sf", "sforg-system", &hardened(&[], "kubeRbacProxy"));
+    let ingress = policy_rules(of_kind(&docs, "NetworkPolicy")[0], "ingress", "from");
+    assert_eq!(ingress[1], (p("monitoring"), vec![p("8443/TCP")]));
+    let docs = render("sf", "sforg-system", &hardened(&[], "loopback"));
+    let ingress = policy_rules(of_kind(&docs, "NetworkPolicy")[0], "ingress", "from");
+    assert_eq!(ingress, [(p("ingress"), vec![p("8080/TCP")])]);
+}
+
+fn container_named<'a>(docs: &'a [Value], name: &str) -> Option<&'a Value> {
+    deployment(docs)["spec"]["template"]["spec"]["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+fn service_ports(docs: &[Value]) -> Vec<(String, i64)> {
+    of_kind(docs, "Service")[0]["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["port"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_can_stay_on_loopback_or_behind_kube_rbac_proxy() {
+    // Default: every address, as before.
+    let docs = render("sf", "sforg-system", &json!({}));
+    assert!(args(&docs).contains(&"--metrics-listen=0.0.0.0:9090".to_owned()));
+    assert!(!args(&docs).iter().any(|a| a.starts_with("--health-listen")));
+
+    for exposure in ["loopback", "kubeRbacProxy"] {
+        let docs = render("sf", "sforg-system", &hardened(&[], exposure));
+        let args = args(&docs);
+        assert!(
+            args.contains(&"--metrics-listen=127.0.0.1:9090".to_owned()),
+            "{exposure}: {args:?}"
+        );
+        assert!(
+            args.contains(&"--health-listen=0.0.0.0:9091".to_owned()),
+            "{exposure}: {args:?}"
+        );
+        // The kubelet probes the health-only port; no port publishes /metrics directly.
+        let c = container(&docs);
+        assert_eq!(c["livenessProbe"]["httpGet"]["port"], "http-health");
+        assert_eq!(c["readinessProbe"]["httpGet"]["port"], "http-health");
+        let ports: Vec<&str> = c["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(ports, ["http-callback", "http-health"], "{exposure}");
+        assert!(
+            !service_ports(&docs)
+                .iter()
+                .any(|(n, _)| n == "http-metrics"),
+            "{exposure}"
+        );
+    }
+
+    let docs = render("sf", "sforg-system", &hardened(&[], "loopback"));
+    assert!(container_named(&docs, "kube-rbac-proxy").is_none());
+    assert_eq!(service_ports(&docs), [("http-callback".to_owned(), 8080)]);
+
+    let docs = render("sf", "sforg-system", &hardened(&[], "kubeRbacProxy"));
+    let proxy = container_named(&docs, "kube-rbac-proxy").expect("the sidecar");
+    let proxy_args: Vec<&str> = proxy["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(
+        proxy_args,
+        [
+            "--secure-listen-address=0.0.0.0:8443",
+            "--upstream=http://127.0.0.1:9090/",
+            "--allow-paths=/metrics",
+        ]
+    );
+    assert_eq!(
+        service_ports(&docs),
+        [
+            ("http-callback".to_owned(), 8080),
+            ("https-metrics".to_owned(), 8443)
+        ]
+    );
+    let monitor = of_kind(&docs, "ServiceMonitor")[0];
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "https-metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+    // The proxy's RBAC: token and access reviews, and a reader role bound to the scraper.
+    let cluster_roles = of_kind(&docs, "ClusterRole");
+    let named = |suffix: &str| {
+        cluster_roles
+            .iter()
+            .find(|r| r["metadata"]["name"] == format!("sf-sforg-operator-{suffix}"))
+            .copied()
+            .unwrap_or_else(|| panic!("ClusterRole {suffix}"))
+    };
+    assert_eq!(
+        rules_of(named("metrics-auth")),
+        [
+            rule("authentication.k8s.io", "tokenreviews", "", "create"),
+            rule("authorization.k8s.io", "subjectaccessreviews", "", "create"),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert_eq!(
+        named("metrics-reader")["rules"],
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+    let reader = of_kind(&docs, "ClusterRoleBinding")
+        .into_iter()
+        .find(|b| b["metadata"]["name"] == "sf-sforg-operator-metrics-reader")
+        .expect("reader binding");
+    assert_eq!(
+        reader["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}])
+    );
+}
+
+#[test]
+fn several_namespaces_get_a_role_each_and_nothing_cluster_wide() {
+    let fullname = "sf-sforg-operator";
+    let watch = ["backups", "billing", "crm"];
+    let docs = render("sf", "sforg-system", &everything_on(&watch));
+    let args = args(&docs);
+    for ns in watch {
+        assert!(args.contains(&format!("--namespace={ns}")), "{args:?}");
+        let roles: Vec<&Value> = of_kind(&docs, "Role")
+            .into_iter()
+            .filter(|r| r["metadata"]["namespace"] == ns)
+            .collect();
+        assert_eq!(roles.len(), 1, "{ns}");
+        assert_eq!(rules_of(roles[0]), reconcile_rules(), "{ns}");
+        let bound: Vec<&Value> = of_kind(&docs, "RoleBinding")
+            .into_iter()
+            .filter(|b| b["metadata"]["namespace"] == ns)
+            .collect();
+        assert_eq!(bound.len(), 1, "{ns}");
+        assert_eq!(bound[0]["roleRef"]["name"], fullname);
+        assert_eq!(bound[0]["subjects"][0]["namespace"], "sforg-system");
+    }
+    assert!(of_kind(&docs, "ClusterRole").is_empty());
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    // Three watched namespaces and the release's own: four Roles in all.
+    assert_eq!(of_kind(&docs, "Role").len(), 4);
+}
+
+#[tokio::test]
+async fn the_apiserver_accepts_the_network_policy_and_metrics_options() {
+    let client = common::client().await;
+    let release_ns = common::namespace(&client, "chart-np").await;
+    let a = common::namespace(&client, "chart-np-a").await;
+    let b = common::namespace(&client, "chart-np-b").await;
+    for (watch, exposure) in [
+        (vec![a.as_str(), b.as_str()], "kubeRbacProxy"),
+        (vec![], "loopback"),
+    ] {
+        let docs = render("np", &release_ns, &hardened(&watch, exposure));
+        let ours: Vec<&Value> = docs
+            .iter()
+            .filter(|d| !FOREIGN_KINDS.contains(&kind(d)))
+            .collect();
+        assert!(ours.iter().any(|d| kind(d) == "NetworkPolicy"));
+        let (ok, out, err) = kubectl_apply(&ours, true);
+        assert!(
+            ok,
+            "the apiserver refused the chart ({watch:?}, {exposure}):\n{out}\n{err}"
+        );
+        assert!(!err.contains("Warning"), "{err}");
+        assert_eq!(
+            out.matches("serverside-applied (server dry run)").count(),
+            ours.len(),
+            "{out}"
+        );
+    }
+}
+
+/// The pod with the kube-rbac-proxy sidecar still meets Pod Security "restricted".
+#[tokio::test]
+async fn the_pod_with_kube_rbac_proxy_meets_pod_security_restricted() {
+    let client = common::client().await;
+    let ns = format!(
+        "chart-pss-krp-{:08x}",
+        std::process::id() ^ rand_suffix_source()
+    );
+    create_namespace(
+        &client,
+        &ns,
+        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+    )
+    .await;
+    let docs = render("pss", &ns, &hardened(&[], "kubeRbacProxy"));
+    let template = &deployment(&docs)["spec"]["template"];
+    assert_eq!(
+        template["spec"]["containers"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pss", "namespace": ns}, "spec": template["spec"]}))
+    .expect("pod");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    pods.create(&dry, &pod)
+        .await
+        .expect("the pod with kube-rbac-proxy must be admitted under Pod Security restricted");
+}
+
+/// Namespaced mode over several namespaces, as the chart's ServiceAccount with only the
+/// chart's Roles: one controller reconciles the orgs of every listed namespace (created,
+/// re-listed and deleted), leaves an unlisted namespace alone, and cannot touch it.
+#[tokio::test]
+async fn one_release_reconciles_several_namespaces_under_their_roles() {
+    let op = Operator::prepare("chart-many").await;
+    let admin = op.client.clone();
+    let other = common::namespace(&admin, "chart-many-b").await;
+    let unlisted = common::namespace(&admin, "chart-many-c").await;
+    let release_ns = common::namespace(&admin, "chart-many-sys").await;
+    let installed =
+        install_crd_and_rbac(&admin, &release_ns, &[op.ns.as_str(), other.as_str()]).await;
+    let sa = common::service_account_client(&admin, &release_ns, &installed.fullname).await;
+    forbidden(&sa, &installed, &op.ns).await;
+    for ns in [&op.ns, &other] {
+        assert!(
+            can(&sa, "list", "", "secrets", Some(ns), None).await,
+            "{ns}"
+        );
+        assert!(
+            can(&sa, "patch", "batch", "cronjobs", Some(ns), None).await,
+            "{ns}"
+        );
+    }
+    for (verb, group, resource) in [
+        ("list", "", "secrets"),
+        ("get", "", "secrets"),
+        ("patch", "batch", "cronjobs"),
+        ("list", "orgtokens.dev", "salesforceorgs"),
+    ] {
+        assert!(
+            !can(&sa, verb, group, resource, Some(&unlisted), None).await,
+            "{verb} {resource} in the unlisted namespace"
+        );
+    }
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let controller = {
+        let salesforce = HttpSalesforce::new(http_settings(&op.sim)).expect("http client");
+        let scope = Scope {
+            namespaces: vec![op.ns.clone(), other.clone()],
+        };
+        tokio::spawn(controller::run(
+            sa.clone(),
+            salesforce,
+            Settings::default(),
+            scope,
+            "many".into(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ))
+    };
+
+    // An org in each listed namespace, and one in the unlisted namespace.
+    op.create_web_org("acme").await;
+    op.seed_tokens("acme-token", "acme").await;
+    let app_secret = op.secrets().get("demo-app").await.expect("app secret");
+    for ns in [&other, &unlisted] {
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+        let copy: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "demo-app"}, "data": app_secret.data,
+        }))
+        .expect("secret");
+        secrets
+            .create(&PostParams::default(), &copy)
+            .await
+            .expect("app secret");
+        let tokens = op
+            .sim
+            .control()
+            .mint_tokens(&op.demo.app.client_id, &op.demo.user.username)
+            .expect("mint");
+        let token_secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "beta-token", "labels": {
+                "app.kubernetes.io/managed-by": "sforg-operator", "orgtokens.dev/org": "beta"}},
+            "stringData": {"access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token, "instance_url": tokens.instance_url,
+                "issued_at": tokens.issued_at},
+        }))
+        .expect("secret");
+        secrets
+            .create(&PostParams::default(), &token_secret)
+            .await
+            .expect("token secret");
+        let orgs: Api<SalesforceOrg> = Api::namespaced(admin.clone(), ns);
+        let org: SalesforceOrg = serde_json::from_value(json!({
+            "apiVersion": "orgtokens.dev/v1alpha1", "kind": "SalesforceOrg",
+            "metadata": {"name": "beta"},
+            "spec": {"loginUrl": "https://login.salesforce.com",
+                "auth": {"webServer": {"clientId": op.demo.app.client_id,
+                    "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+                "tokenSecretRef": {"name": "beta-token"}},
+        }))
+        .expect("org");
+        orgs.create(&PostParams::default(), &org)
+            .await
+            .expect("create org");
+    }
+    op.wait_state("acme", TokenState::Valid, None).await;
+    let state = |ns: &str| {
+        let orgs: Api<SalesforceOrg> = Api::namespaced(admin.clone(), ns);
+        async move {
+            orgs.get("beta")
+                .await
+                .ok()
+                .and_then(|o| o.status)
+                .and_then(|s| s.state)
+        }
+    };
+    eventually(
+        "beta in the second namespace to be Valid",
+        CONVERGE,
+        || async { (state(&other).await == Some(TokenState::Valid)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        state(&unlisted).await,
+        None,
+        "the unlisted namespace is left alone"
+    );
+
+    // Deleting the second namespace's org: the finalizer runs there too.
+    let orgs: Api<SalesforceOrg> = Api::namespaced(admin.clone(), &other);
+    orgs.delete("beta", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("beta to be gone", CONVERGE, || async {
+        orgs.get_opt("beta")
+            .await
+            .ok()
+            .and_then(|o| o.is_none().then_some(()))
+    })
+    .await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(CONVERGE, controller)
+        .await
+        .expect("the controller to stop")
+        .expect("join");
+    // The unlisted namespace's org never got a finalizer, so the admin can delete it.
+    let orgs: Api<SalesforceOrg> = Api::namespaced(admin.clone(), &unlisted);
+    let beta = orgs.get("beta").await.expect("org");
+    assert!(beta.finalizers().is_empty());
+    installed.uninstall_cluster_objects(&admin).await;
 }

@@ -1,5 +1,6 @@
 //! The built binary's people-facing subcommands against the real control plane, through
-//! KUBECONFIG as kubectl users run them: `status`, `check`, `reauth` and their `--help`.
+//! KUBECONFIG as kubectl users run them: `status`, `check`, `reauth`, `check-setup` (against
+//! the Salesforce simulator) and their `--help`.
 
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sforg_operator::crd::TokenState;
 use sforg_operator::reconcile::CHECK_ANNOTATION;
+use sforg_simulator::{AppKind, DEMO_PERMISSION_SET, JwtKeyPair, PermittedUsers};
 
 /// Runs the binary with the test control plane's kubeconfig (off the async runtime, so the
 /// in-process operator keeps working meanwhile).
@@ -144,7 +146,15 @@ async fn status_check_and_reauth_from_the_command_line() {
 
 #[tokio::test]
 async fn every_subcommand_has_help_with_examples() {
-    for sub in ["run", "crd", "status", "reauth", "check"] {
+    for sub in [
+        "run",
+        "crd",
+        "status",
+        "reauth",
+        "check",
+        "dashboard",
+        "check-setup",
+    ] {
         let out = sforg(&[sub, "--help"]).await;
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{sub}: {stderr}");
@@ -154,7 +164,7 @@ async fn every_subcommand_has_help_with_examples() {
         );
     }
     let (stdout, _) = text(&sforg(&["--help"]).await);
-    for sub in ["status", "reauth", "check"] {
+    for sub in ["status", "reauth", "check", "dashboard", "check-setup"] {
         assert!(stdout.contains(sub), "{stdout}");
     }
     let (stdout, _) = text(&sforg(&["run", "--help"]).await);
@@ -166,4 +176,264 @@ async fn every_subcommand_has_help_with_examples() {
     ] {
         assert!(stdout.contains(flag), "{flag} missing:\n{stdout}");
     }
+}
+
+/// Installed as `kubectl-sforg` on the PATH, the binary is `kubectl sforg`: kubectl finds and
+/// runs it, and its help names it so.
+#[tokio::test]
+async fn works_as_a_kubectl_plugin() {
+    let dir = std::env::temp_dir().join(format!("sforg-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let plugin = dir.join("kubectl-sforg");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sforg-operator"), &plugin).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubeconfig = std::env::var("SFORG_TEST_KUBECONFIG").expect("SFORG_TEST_KUBECONFIG");
+    let run = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("kubectl (scripts/control-plane.sh puts it on the PATH)")
+    };
+    let plugins = run(&["plugin", "list"]);
+    let (stdout, _) = text(&plugins);
+    assert!(stdout.contains("kubectl-sforg"), "{stdout}");
+    let help = run(&["sforg", "--help"]);
+    let (stdout, stderr) = text(&help);
+    assert!(help.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("Usage: kubectl sforg <COMMAND>"),
+        "{stdout}"
+    );
+    for sub in ["status", "reauth", "check", "dashboard"] {
+        assert!(stdout.contains(sub), "{stdout}");
+    }
+    let sub = run(&["sforg", "dashboard", "--help"]);
+    let (stdout, _) = text(&sub);
+    assert!(
+        stdout.contains("Usage: kubectl sforg dashboard"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `run` refuses a bad `--allowed-login-domain` at start, before it contacts anything, with a
+/// message that names the entry and says what to give instead.
+#[test]
+fn run_refuses_public_suffixes_and_malformed_domains() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--allowed-login-domain", "com"], "is a public suffix"),
+        (&["--allowed-login-domain", "co.uk"], "is a public suffix"),
+        (
+            &[
+                "--allowed-login-domain",
+                "sso.acme.example",
+                "--allowed-login-domain",
+                "https://login.acme.example",
+            ],
+            "\"https://login.acme.example\" is not a domain name",
+        ),
+        (
+            &["--allowed-login-domain", "*.acme.example"],
+            "wildcards are not needed",
+        ),
+        (&["--allowed-login-port", "http"], "invalid value 'http'"),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sforg-operator"))
+            .arg("run")
+            .args(*args)
+            // Nothing to connect to: the refusal must come first.
+            .env("KUBECONFIG", "/nonexistent")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .expect("run sforg-operator");
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Kubernetes API"), "{args:?}: {stderr}");
+    }
+}
+
+/// Runs `check-setup` for `name` through the simulator's proxy; returns (exit ok, stdout).
+async fn check_setup(op: &Operator, name: &str, extra: &[&str]) -> (bool, String) {
+    let ca = std::env::temp_dir().join(format!("sforg-cli-ca-{}.pem", op.ns));
+    std::fs::write(&ca, op.sim.ca_pem()).expect("write the simulator's CA");
+    let ca = ca.to_string_lossy().into_owned();
+    let mut args = vec![
+        "check-setup",
+        name,
+        "-n",
+        &op.ns,
+        "--salesforce-proxy",
+        op.sim.proxy_url(),
+        "--extra-ca-file",
+        &ca,
+        "--salesforce-timeout",
+        "5s",
+    ];
+    args.extend_from_slice(extra);
+    let out = sforg(&args).await;
+    let (stdout, stderr) = text(&out);
+    println!("{stdout}{stderr}");
+    if !out.status.success() {
+        assert!(stderr.contains("thing(s) to change"), "{stderr}");
+    }
+    (out.status.success(), stdout)
+}
+
+/// The line of `item` in a checklist and the detail line under it.
+fn item<'a>(checklist: &'a str, item: &str) -> (&'a str, &'a str) {
+    let lines: Vec<&str> = checklist.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.contains(item))
+        .unwrap_or_else(|| panic!("no {item:?} in:\n{checklist}"));
+    (lines[i], lines.get(i + 1).copied().unwrap_or_default())
+}
+
+/// An External Client App set up for a PKCE-only web server org, with the refresh token
+/// flow still requiring the secret: the checklist names that setting; cleared, all is well.
+/// A wrong callback URL is named too. Nothing touches the org's own tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_setup_names_the_external_client_app_setting_to_change() {
+    let op = Operator::start_kind("cli-setup-eca", AppKind::ExternalClientApp).await;
+    let ctl = op.sim.control();
+    let app = op.demo.app.client_id.clone();
+    ctl.set_require_secret(&app, false, true).expect("settings");
+    op.create_org(
+        "acme",
+        serde_json::json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": app}},
+            "tokenSecretRef": {"name": "acme-token"},
+        }),
+    )
+    .await;
+    let seeded = op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    let public = ["--public-url", "http://localhost:8080"];
+
+    let (ok, out) = check_setup(&op, "acme", &public).await;
+    assert!(!ok, "{out}");
+    let (line, _) = item(&out, "Consumer key, callback URL, scopes and PKCE");
+    assert!(line.starts_with("[ok]"), "{out}");
+    let (line, _) = item(&out, "Login completion");
+    assert!(line.starts_with("[ok]"), "{out}");
+    let (line, detail) = item(&out, "Refresh: client authentication");
+    assert!(line.starts_with("[FAIL]"), "{out}");
+    assert!(
+        detail.contains("Require secret for Refresh Token Flow")
+            && detail.contains("Settings > OAuth Settings > Security"),
+        "{out}"
+    );
+    assert!(out.contains("1 thing(s) to change"), "{out}");
+
+    ctl.set_require_secret(&app, false, false)
+        .expect("settings");
+    let (ok, out) = check_setup(&op, "acme", &public).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Nothing to change"), "{out}");
+    let (line, detail) = item(&out, "Whose token it is");
+    assert!(line.starts_with("[ok]"), "{out}");
+    assert!(detail.contains(&op.demo.user.username), "{out}");
+
+    // A callback URL the app does not have.
+    let (ok, out) = check_setup(&op, "acme", &["--public-url", "https://sforg.example.com"]).await;
+    assert!(!ok, "{out}");
+    let (line, detail) = item(&out, "Consumer key, callback URL, scopes and PKCE");
+    assert!(line.starts_with("[FAIL]"), "{out}");
+    assert!(
+        detail.contains("https://sforg.example.com/oauth/callback")
+            && detail.contains("Settings > OAuth Settings > Callback URL"),
+        "{out}"
+    );
+
+    // The org's own grant was never used: the seeded refresh token is still the only one.
+    assert_eq!(
+        ctl.valid_refresh_tokens(&op.demo.user.username, Some(&app))
+            .expect("list"),
+        vec![seeded.refresh_token.clone().expect("refresh token")]
+    );
+}
+
+/// The headless flows, run once by the command against either kind of app: a JWT bearer
+/// user outside the External Client App's permission sets, and a Connected App's client
+/// credentials flow without a run-as user, each named with the policy to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_setup_runs_headless_flows_once_for_either_kind_of_app() {
+    // External Client App, JWT bearer.
+    let op = Operator::start_kind("cli-setup-jwt", AppKind::ExternalClientApp).await;
+    let ctl = op.sim.control();
+    let app = op.demo.app.client_id.clone();
+    let key: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "jwt-key"},
+        "stringData": {"tls.key": JwtKeyPair::test_key().private_key_pem},
+    }))
+    .expect("secret");
+    op.secrets()
+        .create(&Default::default(), &key)
+        .await
+        .expect("jwt secret");
+    op.create_org(
+        "jwt",
+        serde_json::json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"jwtBearer": {"clientId": app, "username": op.demo.user.username,
+                "privateKeyRef": {"name": "jwt-key", "key": "tls.key"}}},
+            "tokenSecretRef": {"name": "jwt-token"},
+        }),
+    )
+    .await;
+    let (ok, out) = check_setup(&op, "jwt", &[]).await;
+    assert!(ok, "{out}");
+    let (line, detail) = item(&out, "Whose token it is");
+    assert!(
+        line.starts_with("[ok]") && detail.contains(&op.demo.org.id),
+        "{out}"
+    );
+
+    ctl.set_permitted_users(&app, PermittedUsers::AdminApprovedPreAuthorized)
+        .expect("policy");
+    ctl.set_user_permission_set(&op.demo.user.username, DEMO_PERMISSION_SET, false)
+        .expect("remove");
+    let (ok, out) = check_setup(&op, "jwt", &[]).await;
+    assert!(!ok, "{out}");
+    let (line, detail) = item(&out, "JWT bearer grant");
+    assert!(line.starts_with("[FAIL]"), "{out}");
+    assert!(
+        detail.contains("UserNotApproved") && detail.contains("Policies tab > OAuth Policies"),
+        "{out}"
+    );
+
+    // Connected App, client credentials without a run-as user.
+    let op = Operator::start_kind("cli-setup-cc", AppKind::ConnectedApp).await;
+    let ctl = op.sim.control();
+    ctl.set_run_as(&op.demo.app.client_id, None)
+        .expect("no run-as");
+    op.ensure_app_secret().await;
+    op.create_org(
+        "cc",
+        serde_json::json!({
+            "loginUrl": op.demo.org.instance_url,
+            "auth": {"clientCredentials": {"clientId": op.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "cc-token"},
+        }),
+    )
+    .await;
+    let (ok, out) = check_setup(&op, "cc", &[]).await;
+    assert!(!ok, "{out}");
+    let (line, detail) = item(&out, "Client credentials grant");
+    assert!(line.starts_with("[FAIL]"), "{out}");
+    assert!(
+        detail.contains("NoClientCredentialsUser") && detail.contains("Run As"),
+        "{out}"
+    );
 }

@@ -1,6 +1,6 @@
-//! The CRD against a real kube-apiserver: it installs, the README's examples apply, bad specs
-//! are refused with messages that say what to write, and status is only written through the
-//! status subresource.
+//! The CRD against a real kube-apiserver: it installs, the README's and the setup guide's
+//! examples apply, bad specs are refused with messages that say what to write, and status is
+//! only written through the status subresource.
 
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,38 +34,42 @@ async fn crd_becomes_established() {
 async fn readme_examples_apply() {
     let client = client().await;
     let ns = namespace(&client, "readme").await;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("read README.md");
-    let mut applied = 0;
-    for block in readme.split("```yaml").skip(1) {
-        let body = block.split("```").next().unwrap_or_default();
-        for doc in body.split("\n---") {
-            if !doc.contains("kind: SalesforceOrg") {
-                continue;
+    // The README and the Salesforce setup guide: every SalesforceOrg they show must apply.
+    for file in ["README.md", "docs/salesforce-setup.md"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {file}: {e}"));
+        let mut applied = 0;
+        for block in text.split("```yaml").skip(1) {
+            let body = block.split("```").next().unwrap_or_default();
+            for doc in body.split("\n---") {
+                if !doc.contains("kind: SalesforceOrg") {
+                    continue;
+                }
+                let mut value: Value = serde_saphyr::from_str(doc)
+                    .unwrap_or_else(|e| panic!("{file} example is not YAML: {e}"));
+                // Snippets that only mention the kind (a Flux health check, say) are not examples.
+                if value["kind"] != "SalesforceOrg" {
+                    continue;
+                }
+                value["metadata"]["namespace"] = json!(ns);
+                let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+                let obj: DynamicObject = serde_json::from_value(value).expect("object");
+                raw_orgs(&client, &ns)
+                    .patch(
+                        &name,
+                        &PatchParams::apply(TEST_MANAGER),
+                        &Patch::Apply(&obj),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{file} example {name} was refused: {e}"));
+                applied += 1;
             }
-            let mut value: Value = serde_saphyr::from_str(doc).expect("README example is YAML");
-            // Snippets that only mention the kind (a Flux health check, say) are not examples.
-            if value["kind"] != "SalesforceOrg" {
-                continue;
-            }
-            value["metadata"]["namespace"] = json!(ns);
-            let name = value["metadata"]["name"].as_str().expect("name").to_owned();
-            let obj: DynamicObject = serde_json::from_value(value).expect("object");
-            raw_orgs(&client, &ns)
-                .patch(
-                    &name,
-                    &PatchParams::apply(TEST_MANAGER),
-                    &Patch::Apply(&obj),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("README example {name} was refused: {e}"));
-            applied += 1;
         }
+        assert!(
+            applied >= 3,
+            "expected at least 3 SalesforceOrg examples in {file}, found {applied}"
+        );
     }
-    assert!(
-        applied >= 3,
-        "expected at least 3 SalesforceOrg examples in README.md, found {applied}"
-    );
 }
 
 #[tokio::test]
@@ -226,6 +230,49 @@ async fn invalid_specs_are_rejected_with_guidance() {
     api.create(&PostParams::default(), &ok)
         .await
         .expect("a valid spec is accepted");
+}
+
+/// The client credentials flow is refused on Salesforce's shared login hosts however the URL
+/// spells them (case, explicit :443, trailing dot), and accepted on a My Domain however that
+/// is spelled.
+#[tokio::test]
+async fn client_credentials_login_hosts_are_refused_in_every_spelling() {
+    let client = client().await;
+    let ns = namespace(&client, "cc-spelling").await;
+    let api = raw_orgs(&client, &ns);
+    let cc = json!({"clientCredentials": {"clientId": "3MVG9x",
+        "clientSecretRef": {"name": "cc", "key": "secret"}}});
+    let cases: &[(&str, bool)] = &[
+        ("https://login.salesforce.com", false),
+        ("https://login.salesforce.com/", false),
+        ("https://LOGIN.SALESFORCE.COM", false),
+        ("https://Login.Salesforce.com/", false),
+        ("https://login.salesforce.com:443", false),
+        ("https://login.salesforce.com:443/", false),
+        ("https://login.salesforce.com.", false),
+        ("https://login.salesforce.com.:443/", false),
+        ("HTTPS://TEST.salesforce.com", false),
+        ("https://test.salesforce.com.:443", false),
+        ("https://acme.my.salesforce.com", true),
+        ("https://ACME.my.salesforce.com:443/", true),
+        ("https://acme--dev.sandbox.my.salesforce.com.", true),
+    ];
+    for (i, (url, accepted)) in cases.iter().enumerate() {
+        let mut doc = valid_org_json(&format!("cc-{i}"));
+        set(&mut doc, &["spec", "auth"], cc.clone());
+        set(&mut doc, &["spec", "loginUrl"], json!(url));
+        let obj: DynamicObject = serde_json::from_value(doc).expect("object");
+        let result = api.create(&PostParams::default(), &obj).await;
+        match (accepted, result) {
+            (true, Ok(_)) => {}
+            (false, Err(e)) => assert!(
+                e.to_string().contains("works only on the org's My Domain"),
+                "{url}: {e}"
+            ),
+            (true, Err(e)) => panic!("{url} was refused: {e}"),
+            (false, Ok(_)) => panic!("{url} was accepted for the client credentials flow"),
+        }
+    }
 }
 
 #[tokio::test]

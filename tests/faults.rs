@@ -218,7 +218,7 @@ async fn api_server_and_etcd_outages_lose_nothing() {
     let (client, scope) = (
         op.client.clone(),
         Scope {
-            namespace: Some(op.ns.clone()),
+            namespaces: vec![op.ns.clone()],
         },
     );
     let replica = tokio::spawn(elector.run(std::future::pending(), move |stop| {
@@ -1149,17 +1149,7 @@ async fn skewed_clock_loses_nothing(prefix: &str, offset: SignedDuration) {
     assert_eq!(valid_refresh_tokens(&op), vec![rotated]);
 
     // JWT bearer flow.
-    let key = ctl
-        .enable_jwt(&op.demo.app.client_id, &op.demo.user.username)
-        .expect("jwt");
-    let jwt_key: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "jwt-key"}, "stringData": {"tls.key": key.private_key_pem},
-    }))
-    .expect("secret");
-    op.secrets()
-        .create(&PostParams::default(), &jwt_key)
-        .await
-        .expect("jwt key");
+    op.create_jwt_key("jwt-key").await;
     let jwt_calls = || ctl.call_counts().grant_type(GRANT_JWT_BEARER);
     let jwt_before = jwt_calls();
     op.create_org(
@@ -1266,6 +1256,59 @@ async fn clock_ten_minutes_ahead_loses_nothing() {
 async fn clock_ten_minutes_behind_loses_nothing() {
     logs();
     skewed_clock_loses_nothing("skew-behind", SignedDuration::from_mins(-10)).await;
+}
+
+/// A token endpoint whose `Date` is an hour ahead (a hostile endpoint, or a node clock that
+/// needs fixing): the operator signs no assertion with that date; the org is Unknown with
+/// ClockSkew, never Expired, and its CronJob is not paused.
+#[tokio::test]
+async fn a_date_beyond_ten_minutes_is_never_signed() {
+    logs();
+    let op = Operator::start("skew-far").await;
+    let ctl = op.sim.control();
+    op.create_jwt_key("jwt-key").await;
+    ctl.inject_fault(Fault::new(FaultKind::SkewedClock { seconds: 3600 }).on(Endpoint::Token));
+    op.create_cronjob("backup", &[("backup-of", "jwt")], false)
+        .await;
+    op.create_org(
+        "jwt",
+        json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"jwtBearer": {"clientId": op.demo.app.client_id,
+                "username": op.demo.user.username,
+                "privateKeyRef": {"name": "jwt-key", "key": "tls.key"}}},
+            "tokenSecretRef": {"name": "jwt-token"},
+            "dependents": {"cronJobSelector": {"matchLabels": {"backup-of": "jwt"}}},
+        }),
+    )
+    .await;
+    op.wait_state("jwt", TokenState::Unknown, Some("ClockSkew"))
+        .await;
+    let org = op.orgs().get("jwt").await.expect("org");
+    let message = org
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.reason == "ClockSkew"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    // About an hour: the Date header counts whole seconds.
+    let ahead: i64 = message
+        .split(" s ahead")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no skew in {message:?}"));
+    assert!((3599..=3605).contains(&ahead), "{message}");
+    // An assertion re-signed with the endpoint's date would have been accepted (and stored).
+    assert!(ctl.call_counts().grant_type(GRANT_JWT_BEARER) >= 1);
+    let stored = op.secrets().get_opt("jwt-token").await.expect("get secret");
+    assert!(
+        stored
+            .and_then(|s| s.data)
+            .is_none_or(|d| !d.contains_key("access_token")),
+        "no token was obtained"
+    );
+    assert_eq!(op.cronjob_hold("backup").await, (false, None));
+    assert_never_expired(&op, "jwt").await;
 }
 
 // ----- 7. one org, 2,000 CronJobs -----

@@ -6,22 +6,33 @@
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::eventually;
+use common::operator::http_settings;
 use common::operator::{CONVERGE, Operator};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use sforg_operator::callback::state::{self, Purpose, StateClaims};
-use sforg_operator::callback::{CALLBACK_PATH, REAUTH_ERROR_ANNOTATION, USED_STATES_ANNOTATION};
+use sforg_operator::callback::state::{self, LinkClaims, Purpose, StateClaims};
+use sforg_operator::callback::{
+    self, AUTHORIZED_AT_ANNOTATION, AUTHORIZED_BY_ANNOTATION, AUTHORIZED_USER_CHANGED,
+    CALLBACK_PATH, CallbackState, DEFAULT_LINK_LIFETIME, KEY_SECRET_KEY, Links,
+    PREVIOUS_KEY_SECRET_KEY, REAUTH_ERROR_ANNOTATION, StateKey, USED_LINKS_ANNOTATION,
+    USED_STATES_ANNOTATION,
+};
 use sforg_operator::crd::{SalesforceOrg, TokenState};
+use sforg_operator::salesforce::HttpSalesforce;
+use sforg_operator::salesforce::allowlist::HostAllowlist;
+use sforg_simulator::UserSpec;
 use sforg_simulator::html_form::HtmlForm;
+use sforg_simulator::{AppKind, DEMO_PERMISSION_SET, PermittedUsers};
 use url::Url;
 
 /// A response as a browser sees it.
@@ -147,22 +158,43 @@ struct Person<'a> {
     consent: Consent,
 }
 
-/// Opens `link` and goes through Salesforce's pages like a person, up to (not into) the
-/// operator's callback: returns the callback URL, or the page where the journey ended.
+/// Opens `link`, continues on the operator's confirmation page and goes through
+/// Salesforce's pages like a person, up to (not into) the operator's callback: returns the
+/// callback URL, or the page where the journey ended.
 async fn to_callback(
     browser: &mut Browser,
     op: &Operator,
     link: &str,
     person: &Person<'_>,
 ) -> Result<Url, Page> {
+    let page = browser.get(link).await;
+    follow(browser, op, page, person).await
+}
+
+/// Goes on from `page` like a person (continue on the operator's confirmation pages, log in
+/// and answer at Salesforce) up to (not into) the operator's callback.
+async fn follow(
+    browser: &mut Browser,
+    op: &Operator,
+    mut page: Page,
+    person: &Person<'_>,
+) -> Result<Url, Page> {
     let callback = format!("{}{CALLBACK_PATH}", public_url(op));
-    let mut page = browser.get(link).await;
     for _ in 0..12 {
         if let Some(next) = page.location.clone() {
             if next.as_str().starts_with(&callback) {
                 return Ok(next);
             }
             page = browser.send(next, None).await;
+            continue;
+        }
+        if page.outcome() == "confirm"
+            && let Some(form) = HtmlForm::find(&page.body, "confirm_form")
+        {
+            let action = page.url.join(&form.action).expect("form action");
+            page = browser
+                .send(action, Some(form.encoded(Some("continue"))))
+                .await;
             continue;
         }
         if let Some(mut form) = HtmlForm::find(&page.body, "login_form") {
@@ -286,9 +318,13 @@ async fn log_in(browser: &mut Browser, op: &Operator, link: &str, person: &Perso
     callback
 }
 
-#[tokio::test]
-async fn a_person_reauthorizes_an_expired_org_through_the_link() {
-    let op = Operator::start_with_reauth("reauth-e2e").await;
+for_both_kinds!(a_person_reauthorizes_an_expired_org_through_the_link);
+async fn a_person_reauthorizes_an_expired_org_through_the_link(kind: AppKind) {
+    let prefix = match kind {
+        AppKind::ConnectedApp => "reauth-e2e",
+        AppKind::ExternalClientApp => "reauth-e2e-eca",
+    };
+    let op = Operator::start_with_reauth_kind(prefix, kind).await;
     let mut browser = Browser::new(&op);
 
     // A new org: Pending, with a link to connect it for the first time.
@@ -357,10 +393,8 @@ async fn a_person_reauthorizes_an_expired_org_through_the_link() {
     let hours = expires_at.duration_since(Timestamp::now()).as_hours();
     assert!((23..=24).contains(&hours), "{hours}h");
 
-    // A person opens the link in a browser.
-    let start = browser.get(&link).await;
-    assert_eq!(start.status, 302);
-    let authorize = start.location.clone().expect("redirect to Salesforce");
+    // A person opens the link in a browser: a page says what it is for, the button leads on.
+    let authorize = started(&mut browser, &link).await;
     assert_eq!(authorize.host_str(), Some("login.salesforce.com"));
     assert_eq!(query(&authorize, "code_challenge_method"), "S256");
     assert_eq!(
@@ -401,6 +435,18 @@ async fn a_person_reauthorizes_an_expired_org_through_the_link() {
     assert_eq!(status.reauth, None, "link removed once Valid");
     assert_eq!(status.org_id.as_deref(), Some(op.demo.org.id.as_str()));
     assert!(status.suspended_cron_jobs.is_empty());
+    // Who logged in, and when, for `kubectl get sforg -o wide`.
+    let org = eventually("authorizedBy in status", CONVERGE, || async {
+        let org = op.orgs().get("acme").await.ok()?;
+        org.status.as_ref()?.authorized_by.is_some().then_some(org)
+    })
+    .await;
+    let status = org.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.authorized_by.as_deref(),
+        Some(op.demo.user.username.as_str())
+    );
+    assert!(status.authorized_at.is_some());
 
     let data = op.secret_data("acme-token").await;
     let new_refresh = data.get("refresh_token").cloned().unwrap_or_default();
@@ -432,32 +478,73 @@ async fn a_person_reauthorizes_an_expired_org_through_the_link() {
 }
 
 #[tokio::test]
-async fn reauthorizing_a_valid_org_revokes_the_superseded_refresh_token() {
-    let op = Operator::start_with_reauth("reauth-revoke").await;
+async fn a_link_works_only_while_its_org_needs_a_person_and_only_once() {
+    let op = Operator::start_with_reauth("reauth-link-life").await;
+    let mut browser = Browser::new(&op);
     create_org(&op, "acme", "https://login.salesforce.com").await;
-    let seeded = op.seed_tokens("acme-token", "acme").await;
-    let org = op.wait_state("acme", TokenState::Valid, None).await;
-    let old = seeded.refresh_token.clone().expect("refresh token");
-    // A link issued earlier (say while the org was Pending) still works for a deliberate
-    // re-login, for example to connect another user.
+    op.wait_state("acme", TokenState::Pending, Some("AwaitingAuthorization"))
+        .await;
+    let first = link_of(&op, "acme").await;
+    log_in(&mut browser, &op, &first, &admin(&op)).await;
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+
+    // Who authorized and when, written with the tokens; the link recorded as used.
+    let stored = secret(&op, "acme-token").await.expect("token Secret");
+    let annotations = stored.annotations();
+    assert_eq!(
+        annotations.get(AUTHORIZED_BY_ANNOTATION),
+        Some(&op.demo.user.username)
+    );
+    let at: Timestamp = annotations
+        .get(AUTHORIZED_AT_ANNOTATION)
+        .expect("authorized-at")
+        .parse()
+        .expect("RFC 3339");
+    assert!(Timestamp::now().duration_since(at).as_secs() < 120, "{at}");
+    let key = op.reauth.as_ref().expect("reauth").links.keys().clone();
+    let first_claims: LinkClaims = state::verify(
+        &key,
+        Purpose::Link,
+        first.split("?t=").nth(1).unwrap_or_default(),
+        Timestamp::now().as_second(),
+    )
+    .expect("link claims");
+    assert!(
+        annotations
+            .get(USED_LINKS_ANNOTATION)
+            .is_some_and(|v| v.contains(&first_claims.id)),
+        "{annotations:?}"
+    );
+
+    // Valid again: the link (and any other link of this org) starts nothing, revokes nothing.
+    let seeded = op.secret_data("acme-token").await;
+    let version = secret_version(&op, "acme-token").await;
+    let page = browser.get(&first).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (409, "not-needed"),
+        "{}",
+        page.body
+    );
     let links = &op.reauth.as_ref().expect("reauth").links;
-    let link = links.issue(
+    let generation = org.metadata.generation.unwrap_or_default();
+    let minted = links.issue(
         &op.ns,
         "acme",
         &org.uid().unwrap_or_default(),
+        generation,
         Timestamp::now(),
     );
-    let mut browser = Browser::new(&op);
-    let callback = to_callback(&mut browser, &op, &link.url, &admin(&op))
-        .await
-        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
-    let done = browser.send(callback, None).await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    let data = eventually("new tokens stored", CONVERGE, || async {
-        let data = op.secret_data("acme-token").await;
-        (data.get("refresh_token") != Some(&old)).then_some(data)
-    })
-    .await;
+    let page = browser.get(&minted.url).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (409, "not-needed"),
+        "{}",
+        page.body
+    );
+    assert_eq!(secret_version(&op, "acme-token").await, version);
     let valid = op
         .sim
         .control()
@@ -465,17 +552,528 @@ async fn reauthorizing_a_valid_org_revokes_the_superseded_refresh_token() {
         .expect("valid tokens");
     assert_eq!(
         valid,
-        vec![data["refresh_token"].clone()],
-        "the old grant is revoked"
+        vec![seeded["refresh_token"].clone()],
+        "the good token is not revoked"
+    );
+
+    // Expired again: a new link in status; the used one stays dead.
+    op.sim
+        .control()
+        .revoke_user_tokens(&op.demo.user.username, None)
+        .expect("revoke");
+    op.request_check("acme").await;
+    op.wait_state("acme", TokenState::Expired, Some("RefreshTokenRevoked"))
+        .await;
+    let second = link_of(&op, "acme").await;
+    assert_ne!(second, first);
+    let page = browser.get(&first).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (410, "link-used"),
+        "{}",
+        page.body
+    );
+    let page = browser.get(&second).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (200, "confirm"),
+        "{}",
+        page.body
+    );
+
+    // A spec change: the link of the old generation is outdated, status gets a new one.
+    let patch = json!({"spec": {"checkInterval": "20m"}});
+    op.orgs()
+        .patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("edit the spec");
+    let third = eventually("a link for the new spec", CONVERGE, || async {
+        let current = link_of(&op, "acme").await;
+        (current != second).then_some(current)
+    })
+    .await;
+    let page = browser.get(&second).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (410, "link-outdated"),
+        "{}",
+        page.body
+    );
+    // A login started before the change cannot finish after it either.
+    let callback = to_callback(&mut browser, &op, &third, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let patch = json!({"spec": {"checkInterval": "25m"}});
+    op.orgs()
+        .patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("edit the spec");
+    let version = secret_version(&op, "acme-token").await;
+    refused(&op, &mut browser, callback, 410, "link-outdated", &version).await;
+    let fourth = eventually("a link for the newest spec", CONVERGE, || async {
+        let current = link_of(&op, "acme").await;
+        (current != third).then_some(current)
+    })
+    .await;
+    log_in(&mut browser, &op, &fourth, &admin(&op)).await;
+    op.wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+}
+
+#[tokio::test]
+async fn a_get_of_the_link_changes_nothing_and_the_post_needs_its_csrf_token() {
+    let op = Operator::start_with_reauth("reauth-confirm").await;
+    let org = expired_org(&op, "acme").await;
+    let link = link_of(&op, "acme").await;
+    let version = secret_version(&op, "acme-token").await;
+    let org_version = Operator::resource_version(&org);
+    let mut browser = Browser::new(&op);
+
+    // A mail scanner opens the link: a page, no redirect, no login started, nothing written.
+    let page = browser.get(&link).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (200, "confirm"),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.location, None);
+    for fact in [
+        format!("{}/acme", op.ns),
+        op.demo.org.id.clone(),
+        "login.salesforce.com".to_owned(),
+        op.demo.user.username.clone(),
+    ] {
+        assert!(page.body.contains(&fact), "{fact} on {}", page.body);
+    }
+    let jar = browser.jar.values().flat_map(|c| c.keys()).cloned();
+    assert!(
+        jar.clone().all(|name| name == "sforg_csrf"),
+        "only the CSRF cookie: {:?}",
+        jar.collect::<Vec<_>>()
+    );
+    assert_eq!(secret_version(&op, "acme-token").await, version);
+    let again = op.orgs().get("acme").await.expect("org");
+    assert_eq!(Operator::resource_version(&again), org_version);
+    assert_eq!(
+        op.sim
+            .control()
+            .valid_refresh_tokens(&op.demo.user.username, None)
+            .expect("tokens"),
+        Vec::<String>::new(),
+        "no login happened"
+    );
+
+    // The form's POST needs the CSRF token of this page, in this browser.
+    let form = HtmlForm::find(&page.body, "confirm_form").expect("confirmation form");
+    let action = page.url.join(&form.action).expect("form action");
+    let mut without = form.clone();
+    without.set("csrf", "");
+    let refused_page = browser
+        .send(action.clone(), Some(without.encoded(Some("continue"))))
+        .await;
+    assert_eq!(
+        (refused_page.status, refused_page.outcome()),
+        (403, "csrf"),
+        "{}",
+        refused_page.body
+    );
+    let mut forged = form.clone();
+    let token = form.value("csrf").unwrap_or_default().to_owned();
+    forged.set("csrf", &format!("{token}x"));
+    let refused_page = browser
+        .send(action.clone(), Some(forged.encoded(Some("continue"))))
+        .await;
+    assert_eq!((refused_page.status, refused_page.outcome()), (403, "csrf"));
+    let mut elsewhere = Browser::new(&op);
+    let refused_page = elsewhere
+        .send(action.clone(), Some(form.encoded(Some("continue"))))
+        .await;
+    assert_eq!(
+        (refused_page.status, refused_page.outcome()),
+        (403, "csrf"),
+        "another browser's form"
+    );
+    assert_eq!(secret_version(&op, "acme-token").await, version);
+
+    // The person's click: off to Salesforce, with a state bound to a fresh random cookie.
+    let started = browser
+        .send(action, Some(form.encoded(Some("continue"))))
+        .await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let authorize = started.location.clone().expect("authorize URL");
+    assert_eq!(authorize.host_str(), Some("login.salesforce.com"));
+    assert_eq!(query(&authorize, "login_hint"), op.demo.user.username);
+    let callback = follow(&mut browser, &op, started, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let done = browser.send(callback, None).await;
+    assert_eq!(
+        (done.status, done.outcome()),
+        (200, "token-valid"),
+        "{}",
+        done.body
     );
     op.wait_state("acme", TokenState::Valid, Some("TokenValid"))
         .await;
 }
 
-/// Starts a login from `link` in `browser`: the Salesforce authorize URL with its state.
+#[tokio::test]
+async fn a_login_as_another_user_is_confirmed_before_anything_is_stored() {
+    let op = Operator::start_with_reauth("reauth-other-user").await;
+    let ops_user = "ops@acme.example";
+    op.sim
+        .control()
+        .create_user(UserSpec::new(
+            &op.demo.org.label,
+            ops_user,
+            &op.demo.password,
+        ))
+        .expect("second user");
+    expired_org(&op, "acme").await;
+    let link = link_of(&op, "acme").await;
+    let version = secret_version(&op, "acme-token").await;
+    let mut browser = Browser::new(&op);
+    let ops = Person {
+        username: ops_user,
+        password: &op.demo.password,
+        consent: Consent::Allow,
+    };
+
+    // Logged in as another user: a page says so, and nothing is stored.
+    let callback = to_callback(&mut browser, &op, &link, &ops)
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let page = browser.send(callback, None).await;
+    assert_eq!(
+        (page.status, page.outcome()),
+        (200, "confirm-user"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(ops_user), "{}", page.body);
+    assert!(page.body.contains(&op.demo.user.username), "{}", page.body);
+    assert_eq!(
+        secret_version(&op, "acme-token").await,
+        version,
+        "nothing stored"
+    );
+    let live = op
+        .sim
+        .control()
+        .valid_refresh_tokens(ops_user, None)
+        .expect("tokens");
+    assert!(
+        live.is_empty(),
+        "the unconfirmed login's tokens were revoked"
+    );
+    let org = op.orgs().get("acme").await.expect("org");
+    assert_eq!(
+        org.status.as_ref().and_then(|s| s.state),
+        Some(TokenState::Expired)
+    );
+
+    // The confirmation works only in the browser that logged in.
+    let form = HtmlForm::find(&page.body, "confirm_form").expect("confirm form");
+    let action = page.url.join(&form.action).expect("form action");
+    let mut elsewhere = Browser::new(&op);
+    let other = elsewhere
+        .send(action.clone(), Some(form.encoded(Some("continue"))))
+        .await;
+    assert_eq!((other.status, other.outcome()), (403, "other-browser"));
+
+    // Confirmed: log in once more as that user, and the tokens are stored.
+    let confirmed = browser
+        .send(action, Some(form.encoded(Some("continue"))))
+        .await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    let authorize = confirmed.location.clone().expect("authorize URL");
+    assert_eq!(query(&authorize, "login_hint"), ops_user);
+    let callback = follow(&mut browser, &op, confirmed, &ops)
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let done = browser.send(callback, None).await;
+    assert_eq!(
+        (done.status, done.outcome()),
+        (200, "token-valid"),
+        "{}",
+        done.body
+    );
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+    assert_eq!(
+        org.status.and_then(|s| s.username).as_deref(),
+        Some(ops_user)
+    );
+    let stored = secret(&op, "acme-token").await.expect("secret");
+    assert_eq!(
+        stored
+            .annotations()
+            .get(AUTHORIZED_BY_ANNOTATION)
+            .map(String::as_str),
+        Some(ops_user)
+    );
+    let event = eventually("the user-change Event", CONVERGE, || async {
+        op.events_for("acme")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(AUTHORIZED_USER_CHANGED))
+    })
+    .await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains(ops_user) && note.contains(&op.demo.user.username),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn https_cookies_are_host_prefixed_random_and_bound_to_the_state() {
+    let op = Operator::start_with_reauth("reauth-cookies").await;
+    let org = expired_org(&op, "acme").await;
+    // The same namespace served as if behind https (TLS ends at an ingress).
+    let keys = op.reauth.as_ref().expect("reauth").links.keys().clone();
+    let links = Links::new(
+        "https://sforg.example.test",
+        keys.clone(),
+        DEFAULT_LINK_LIFETIME,
+    )
+    .expect("links");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = callback::router(CallbackState {
+        client: op.client.clone(),
+        salesforce: HttpSalesforce::new(http_settings(&op.sim)).expect("client"),
+        links: links.clone(),
+        allowlist: HostAllowlist::default(),
+        revoke_superseded: true,
+        clock: sforg_operator::clock::Clock::system(),
+    });
+    let server = tokio::spawn(callback::serve(listener, router, std::future::pending()));
+    let link = links.issue(
+        &op.ns,
+        "acme",
+        &org.uid().unwrap_or_default(),
+        org.metadata.generation.unwrap_or_default(),
+        Timestamp::now(),
+    );
+    let url = link.url.replace("https://sforg.example.test", &base);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("client");
+    let page = http.get(&url).send().await.expect("GET link");
+    assert_eq!(page.status(), 200);
+    let set = set_cookies(&page);
+    assert_eq!(set.len(), 1, "{set:?}");
+    let csrf_cookie = &set[0];
+    for part in [
+        "__Host-sforg_csrf=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+    ] {
+        assert!(csrf_cookie.contains(part), "{part} in {csrf_cookie}");
+    }
+    let csrf_value = cookie_pair(csrf_cookie).1;
+    let body = page.text().await.expect("body");
+    let form = HtmlForm::find(&body, "confirm_form").expect("form");
+    let started = http
+        .post(format!("{base}{}", form.action))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(
+            reqwest::header::COOKIE,
+            format!("__Host-sforg_csrf={csrf_value}"),
+        )
+        .body(form.encoded(Some("continue")))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(started.status(), 303);
+    let set = set_cookies(&started);
+    assert_eq!(set.len(), 1, "{set:?}");
+    for part in [
+        "__Host-sforg_reauth_",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=600",
+    ] {
+        assert!(set[0].contains(part), "{part} in {}", set[0]);
+    }
+    let (name, value) = cookie_pair(&set[0]);
+    assert_ne!(value, "1", "not a constant");
+    assert!(value.len() >= 22, "random: {value}");
+    let location = Url::parse(
+        started
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .expect("location"),
+    )
+    .expect("url");
+    let signed = query(&location, "state");
+    let claims: StateClaims =
+        state::verify(&keys, Purpose::State, &signed, Timestamp::now().as_second()).expect("state");
+    assert_eq!(name, format!("__Host-sforg_reauth_{}", claims.nonce));
+    assert_eq!(
+        claims.bind,
+        state::binding(&value),
+        "the state carries the cookie's hash"
+    );
+    assert!(
+        !signed.contains(&value),
+        "the state never carries the cookie itself"
+    );
+
+    // The cookie's name with another value (a cookie planted by someone else) is refused.
+    let version = secret_version(&op, "acme-token").await;
+    let callback = format!("{base}{CALLBACK_PATH}?code=x&state={signed}");
+    let planted = http
+        .get(&callback)
+        .header(reqwest::header::COOKIE, format!("{name}=1"))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(planted.status(), 403);
+    assert!(
+        planted
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("other-browser")
+    );
+    // With the real value the callback goes on (and refuses the made-up code).
+    let genuine = http
+        .get(&callback)
+        .header(reqwest::header::COOKIE, format!("{name}={value}"))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(genuine.status(), 400);
+    assert!(
+        genuine
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("code-refused")
+    );
+    assert_eq!(secret_version(&op, "acme-token").await, version);
+    server.abort();
+}
+
+#[tokio::test]
+async fn links_of_the_previous_key_work_during_a_rollover() {
+    let op = Operator::prepare("reauth-rollover").await;
+    let admin_client = op.client.clone();
+    let secrets = op.secrets();
+    let (old, new, retired) = (
+        StateKey::generate(),
+        StateKey::generate(),
+        StateKey::generate(),
+    );
+    let body: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "rollover-key"},
+        "data": {
+            KEY_SECRET_KEY: base64_encode(new.as_bytes()),
+            PREVIOUS_KEY_SECRET_KEY: base64_encode(old.as_bytes()),
+        }
+    }))
+    .expect("secret");
+    secrets
+        .create(&kube::api::PostParams::default(), &body)
+        .await
+        .expect("create key Secret");
+    let keys = callback::load_or_create_key(&admin_client, &op.ns, "rollover-key")
+        .await
+        .expect("keys");
+    assert_eq!(keys.current(), &new);
+    assert_eq!(keys.previous(), Some(&old));
+    let now = Timestamp::now();
+    let url = "https://sforg.example.test";
+    let rolled = Links::new(url, keys, DEFAULT_LINK_LIFETIME).expect("links");
+    let by_old = Links::new(url, old, DEFAULT_LINK_LIFETIME)
+        .expect("links")
+        .issue(&op.ns, "acme", "uid", 1, now);
+    let by_retired = Links::new(url, retired, DEFAULT_LINK_LIFETIME)
+        .expect("links")
+        .issue(&op.ns, "acme", "uid", 1, now);
+    let token = |link: &sforg_operator::crd::ReauthLink| {
+        link.url.split("?t=").nth(1).unwrap_or_default().to_owned()
+    };
+    assert!(
+        state::verify::<LinkClaims>(
+            rolled.keys(),
+            Purpose::Link,
+            &token(&by_old),
+            now.as_second()
+        )
+        .is_ok(),
+        "a link mailed out before the rollover still works"
+    );
+    assert!(
+        state::verify::<LinkClaims>(
+            rolled.keys(),
+            Purpose::Link,
+            &token(&by_retired),
+            now.as_second()
+        )
+        .is_err()
+    );
+    assert!(
+        !rolled.verifies(&by_old, &op.ns, "acme", "uid", 1, now),
+        "status gets a link of the new key"
+    );
+    let fresh = rolled.issue(&op.ns, "acme", "uid", 1, now);
+    assert!(rolled.verifies(&fresh, &op.ns, "acme", "uid", 1, now));
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// The name and value of a `Set-Cookie` header.
+fn cookie_pair(set_cookie: &str) -> (String, String) {
+    let pair = set_cookie.split(';').next().unwrap_or_default();
+    let (name, value) = pair.split_once('=').unwrap_or_default();
+    (name.to_owned(), value.to_owned())
+}
+
+/// Starts a login from `link` in `browser` (the confirmation page, then its button): the
+/// Salesforce authorize URL with its state.
 async fn started(browser: &mut Browser, link: &str) -> Url {
     let page = browser.get(link).await;
-    assert_eq!(page.status, 302, "{}", page.body);
+    assert_eq!(
+        (page.status, page.outcome()),
+        (200, "confirm"),
+        "{}",
+        page.body
+    );
+    let form = HtmlForm::find(&page.body, "confirm_form").expect("confirmation form");
+    let action = page.url.join(&form.action).expect("form action");
+    let page = browser
+        .send(action, Some(form.encoded(Some("continue"))))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
     page.location.expect("authorize URL")
 }
 
@@ -542,14 +1140,24 @@ async fn forged_expired_replayed_and_foreign_states_are_refused() {
     refused(&op, &mut browser, url, 400, "missing-state", &version).await;
 
     // A state whose ten minutes are over.
+    let link_claims: LinkClaims = state::verify(
+        &key,
+        Purpose::Link,
+        link.split("?t=").nth(1).unwrap_or_default(),
+        Timestamp::now().as_second(),
+    )
+    .expect("link claims");
     let expired = StateClaims {
         ns: op.ns.clone(),
         name: "acme".into(),
         uid: uid.clone(),
+        link: link_claims.reference(),
         nonce: "expired-nonce".into(),
+        bind: state::binding("b1nd"),
+        accept_user: None,
         exp: Timestamp::now().as_second() - 1,
     };
-    browser.set_cookie(&operator_url, "sforg_reauth_expired-nonce", "1");
+    browser.set_cookie(&operator_url, "sforg_reauth_expired-nonce", "b1nd");
     let signed = state::sign(&key, Purpose::State, &expired);
     let url = callback_url(&op, &[("code", "x"), ("state", &signed)]);
     refused(&op, &mut browser, url, 400, "state-expired", &version).await;
@@ -561,7 +1169,7 @@ async fn forged_expired_replayed_and_foreign_states_are_refused() {
         exp: Timestamp::now().as_second() + 600,
         ..expired.clone()
     };
-    browser.set_cookie(&operator_url, "sforg_reauth_foreign-nonce", "1");
+    browser.set_cookie(&operator_url, "sforg_reauth_foreign-nonce", "b1nd");
     let signed = state::sign(&key, Purpose::State, &foreign);
     let url = callback_url(&op, &[("code", "x"), ("state", &signed)]);
     refused(&op, &mut browser, url, 410, "org-replaced", &version).await;
@@ -604,10 +1212,13 @@ async fn forged_expired_replayed_and_foreign_states_are_refused() {
     let version = secret_version(&op, "acme-token").await;
     refused(&op, &mut browser, acme_callback, 409, "replayed", &version).await;
 
-    // A used code with a fresh state of a new login.
-    let fresh_state = query(&started(&mut browser, &link).await, "state");
-    let url = callback_url(&op, &[("code", &acme_code), ("state", &fresh_state)]);
-    refused(&op, &mut browser, url, 400, "code-refused", &version).await;
+    // The link itself is used up: it starts no new login.
+    let page = browser.get(&link).await;
+    assert!(
+        matches!(page.outcome(), "link-used" | "not-needed"),
+        "{}",
+        page.body
+    );
     op.wait_state("acme", TokenState::Valid, Some("TokenValid"))
         .await;
 }
@@ -679,6 +1290,12 @@ async fn a_login_to_the_wrong_org_changes_nothing() {
         .patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("set expectedOrgId");
+    // The spec changed: the link issued before is outdated, status has a new one.
+    let link = eventually("a link for the new spec", CONVERGE, || async {
+        let current = link_of(&op, "acme").await;
+        (current != link).then_some(current)
+    })
+    .await;
     let callback = to_callback(&mut browser, &op, &link, &person)
         .await
         .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
@@ -777,6 +1394,97 @@ async fn salesforce_refusals_are_reported_on_the_org() {
         .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
     let done = browser.send(callback, None).await;
     assert_eq!(done.status, 200, "{}", done.body);
+    let org = op
+        .wait_state("acme", TokenState::Valid, Some("TokenValid"))
+        .await;
+    assert!(!org.annotations().contains_key(REAUTH_ERROR_ANNOTATION));
+}
+
+/// Refusals that only an External Client App's settings and policies cause, reported on the
+/// page and the org with the setting to change: "Require secret for Web Server Flow" with
+/// no secret in the spec, then "Admin approved users are pre-authorized" with the user
+/// outside the app's permission sets. Fixing each lets the same link work.
+#[tokio::test]
+async fn external_client_app_refusals_name_the_setting_to_change() {
+    let op = Operator::start_with_reauth_kind("reauth-eca", AppKind::ExternalClientApp).await;
+    let ctl = op.sim.control();
+    let app = op.demo.app.client_id.clone();
+    let user = op.demo.user.username.clone();
+    // A PKCE-only org: no clientSecretRef.
+    op.create_org(
+        "acme",
+        json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": app}},
+            "tokenSecretRef": {"name": "acme-token"},
+        }),
+    )
+    .await;
+    op.wait_state("acme", TokenState::Pending, Some("AwaitingAuthorization"))
+        .await;
+    let link = link_of(&op, "acme").await;
+    let mut browser = Browser::new(&op);
+
+    // The app still requires its secret for the web server flow (the default).
+    let callback = to_callback(&mut browser, &op, &link, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    let page = refused(
+        &op,
+        &mut browser,
+        callback,
+        403,
+        "salesforce-refused",
+        &None,
+    )
+    .await;
+    assert!(
+        page.body.contains("Require secret for Web Server Flow"),
+        "{}",
+        page.body
+    );
+    let org = op
+        .wait_state("acme", TokenState::Pending, Some("WebServerSecretRequired"))
+        .await;
+    assert!(
+        ready(&org).1.contains("clientSecretRef"),
+        "{:?}",
+        ready(&org)
+    );
+
+    // Both secret settings cleared; the Permitted Users policy now admits only the
+    // permission set, which the user no longer holds.
+    ctl.set_require_secret(&app, false, false)
+        .expect("settings");
+    ctl.set_permitted_users(&app, PermittedUsers::AdminApprovedPreAuthorized)
+        .expect("policy");
+    ctl.set_user_permission_set(&user, DEMO_PERMISSION_SET, false)
+        .expect("remove permission set");
+    let callback = to_callback(&mut browser, &op, &link, &admin(&op))
+        .await
+        .unwrap_or_else(|page| panic!("did not reach the callback: {page:?}"));
+    assert!(!query(&callback, "error").is_empty(), "{callback}");
+    let page = refused(
+        &op,
+        &mut browser,
+        callback,
+        403,
+        "salesforce-refused",
+        &None,
+    )
+    .await;
+    assert!(
+        page.body.contains("Policies tab &gt; OAuth Policies"),
+        "{}",
+        page.body
+    );
+    op.wait_state("acme", TokenState::Pending, Some("UserNotApproved"))
+        .await;
+
+    // The permission set assigned again: the same link connects the org.
+    ctl.set_user_permission_set(&user, DEMO_PERMISSION_SET, true)
+        .expect("assign");
+    log_in(&mut browser, &op, &link, &admin(&op)).await;
     let org = op
         .wait_state("acme", TokenState::Valid, Some("TokenValid"))
         .await;

@@ -12,7 +12,10 @@ use sforg_operator::salesforce::{
 };
 use sforg_operator::secret::SecretString;
 use sforg_simulator::html_form::HtmlForm;
-use sforg_simulator::{DemoOptions, DemoSeed, Endpoint, Fault, FaultKind, JwtKeyPair, Simulator};
+use sforg_simulator::{
+    DemoOptions, DemoSeed, Endpoint, Fault, FaultKind, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER,
+    JwtKeyPair, Simulator,
+};
 
 const LOGIN: &str = "https://login.salesforce.com";
 const TEST: &str = "https://test.salesforce.com";
@@ -327,6 +330,46 @@ async fn jwt_bearer_signs_for_the_right_audience() {
     );
 }
 
+/// A token endpoint whose clock (and `Date` header) is `seconds` ahead: the operator's first
+/// assertion looks expired there. Returns the result and how many assertions were sent.
+async fn jwt_against_clock_ahead(seconds: i64) -> (Result<(), SfError>, u64) {
+    let (sim, demo) = start().await;
+    let sf = client(&sim);
+    let key = SecretString::new(JwtKeyPair::test_key().private_key_pem);
+    sim.inject_fault(Fault::new(FaultKind::SkewedClock { seconds }).on(Endpoint::Token));
+    let result = sf
+        .jwt_bearer(LOGIN, &demo.app.client_id, &demo.user.username, &key)
+        .await
+        .map(|response| assert!(sim.access_token_valid(response.access_token.expose())));
+    let sent = sim.call_counts().grant_type(GRANT_JWT_BEARER);
+    (result, sent)
+}
+
+#[tokio::test]
+async fn jwt_clock_skew_is_corrected_only_up_to_ten_minutes() {
+    // Seven and ten minutes behind (beyond the 3 minutes an assertion lives plus Salesforce's
+    // 3 minutes of leeway): one refused assertion, one dated by Salesforce's clock.
+    for seconds in [420, 600] {
+        let (result, sent) = jwt_against_clock_ahead(seconds).await;
+        assert!(result.is_ok(), "{seconds} s: {result:?}");
+        assert_eq!(sent, 2, "{seconds} s");
+    }
+    // Beyond ten minutes (a hostile endpoint's date, or a clock that needs fixing): nothing
+    // is signed with that date.
+    for seconds in [11 * 60, 3600, 10 * 365 * 86_400] {
+        let (result, sent) = jwt_against_clock_ahead(seconds).await;
+        let detail = match &result {
+            Err(SfError::Transient {
+                reason: TransientReason::ClockSkew,
+                detail,
+            }) => detail.clone(),
+            other => panic!("{seconds} s: expected ClockSkew, got {other:?}"),
+        };
+        assert!(detail.contains("no assertion was signed"), "{detail}");
+        assert_eq!(sent, 1, "{seconds} s: only the first assertion is sent");
+    }
+}
+
 #[tokio::test]
 async fn client_credentials_on_my_domain_only() {
     let (sim, demo) = start().await;
@@ -340,8 +383,29 @@ async fn client_credentials_on_my_domain_only() {
     let (_, user) = response.org_and_user().expect("identity url");
     assert_eq!(user, demo.user.id);
 
-    let result = sf.client_credentials(LOGIN, &app(&demo)).await;
-    assert_eq!(lost(result), LostReason::Refused);
+    // Not the My Domain: a configuration error, never a lost authorization. The shared login
+    // hosts are known without asking; an instance host is what Salesforce answers for.
+    for url in [LOGIN, "https://LOGIN.salesforce.com.:443", TEST] {
+        let result = sf.client_credentials(url, &app(&demo)).await;
+        assert!(
+            matches!(result, Err(SfError::NotMyDomain { .. })),
+            "{url}: {result:?}"
+        );
+    }
+    let asked = sim.call_counts().grant_type(GRANT_CLIENT_CREDENTIALS);
+    let result = sf
+        .client_credentials("https://na1.salesforce.com", &app(&demo))
+        .await;
+    match result {
+        Err(SfError::NotMyDomain { description }) => {
+            assert_eq!(description, "request not supported on this domain")
+        }
+        other => panic!("expected NotMyDomain, got {other:?}"),
+    }
+    assert_eq!(
+        sim.call_counts().grant_type(GRANT_CLIENT_CREDENTIALS),
+        asked + 1
+    );
 
     sim.set_run_as(&demo.app.client_id, None)
         .expect("clear run-as");

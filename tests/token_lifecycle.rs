@@ -1,9 +1,11 @@
 //! The token lifecycle on the real control plane, with the Salesforce simulator: each
-//! scenario runs its own operator in its own namespace.
+//! scenario runs its own operator in its own namespace. The key scenarios run twice, once
+//! against a Connected App and once against an External Client App.
 
 // A test (or benchmark) fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -13,7 +15,17 @@ use common::operator::{CONVERGE, Operator};
 use common::org::OrgSpec;
 use serde_json::json;
 use sforg_operator::crd::{SecretKeyRef, TokenState};
-use sforg_simulator::{Endpoint, Fault, FaultKind};
+use sforg_simulator::{
+    AppKind, DEMO_PERMISSION_SET, Endpoint, Fault, FaultKind, JwtKeyPair, PermittedUsers,
+    RefreshTokenPolicy,
+};
+
+fn prefix(base: &str, kind: AppKind) -> String {
+    match kind {
+        AppKind::ConnectedApp => base.to_owned(),
+        AppKind::ExternalClientApp => format!("{base}-eca"),
+    }
+}
 
 fn reason_of(org: &sforg_operator::crd::SalesforceOrg, type_: &str) -> (String, String) {
     let c = org
@@ -22,6 +34,15 @@ fn reason_of(org: &sforg_operator::crd::SalesforceOrg, type_: &str) -> (String, 
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .expect("condition present");
     (c.status.clone(), c.reason.clone())
+}
+
+/// The Ready condition's message.
+fn ready_message(org: &sforg_operator::crd::SalesforceOrg) -> String {
+    org.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -88,9 +109,9 @@ async fn steady_state_check_writes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn expired_access_token_is_refreshed() {
-    let (op, seeded) = Operator::with_valid_org("refresh", false).await;
+for_both_kinds!(expired_access_token_is_refreshed);
+async fn expired_access_token_is_refreshed(kind: AppKind) {
+    let (op, seeded) = Operator::with_valid_org_kind(&prefix("refresh", kind), false, kind).await;
     op.expire_sessions_and_check("acme").await;
     let data = eventually("a new access token in the Secret", CONVERGE, || async {
         let data = op.secret_data("acme-token").await;
@@ -119,9 +140,9 @@ async fn expired_access_token_is_refreshed() {
     );
 }
 
-#[tokio::test]
-async fn rotated_refresh_token_is_persisted_and_the_old_one_never_reused() {
-    let (op, seeded) = Operator::with_valid_org("rotate", true).await;
+for_both_kinds!(rotated_refresh_token_is_persisted_and_the_old_one_never_reused);
+async fn rotated_refresh_token_is_persisted_and_the_old_one_never_reused(kind: AppKind) {
+    let (op, seeded) = Operator::with_valid_org_kind(&prefix("rotate", kind), true, kind).await;
     op.expire_sessions_and_check("acme").await;
     let data = eventually(
         "a rotated refresh token in the Secret",
@@ -153,9 +174,9 @@ async fn rotated_refresh_token_is_persisted_and_the_old_one_never_reused() {
     assert_eq!(reason_of(&org, "Ready").1, "TokenValid");
 }
 
-#[tokio::test]
-async fn revoked_refresh_token_expires_the_org_with_one_event() {
-    let op = Operator::start("revoke").await;
+for_both_kinds!(revoked_refresh_token_expires_the_org_with_one_event);
+async fn revoked_refresh_token_expires_the_org_with_one_event(kind: AppKind) {
+    let op = Operator::start_kind(&prefix("revoke", kind), kind).await;
     op.create_web_org("acme").await;
     op.seed_tokens("acme-token", "acme").await;
     op.wait_state("acme", TokenState::Valid, None).await;
@@ -291,13 +312,13 @@ async fn concurrent_refresh_error_is_retried_and_stays_valid() {
     assert!(ctl.call_counts().grant_type("refresh_token") >= 3);
 }
 
-#[tokio::test]
-async fn headless_flows_stay_valid_without_a_person() {
-    let op = Operator::start("headless").await;
+for_both_kinds!(headless_flows_stay_valid_without_a_person);
+async fn headless_flows_stay_valid_without_a_person(kind: AppKind) {
+    let op = Operator::start_kind(&prefix("headless", kind), kind).await;
     let ctl = op.sim.control();
-    let key = ctl
-        .enable_jwt(&op.demo.app.client_id, &op.demo.user.username)
-        .expect("jwt");
+    // The demo app holds the test key's certificate; the user is pre-authorized by name
+    // (Connected App) or through a permission set (External Client App).
+    let key = JwtKeyPair::test_key();
     let jwt_secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": {"name": "jwt-key"}, "stringData": {"tls.key": key.private_key_pem},
     }))
@@ -421,11 +442,7 @@ async fn bad_secret_contents_give_a_clear_condition() {
             Some("CredentialsSecretMissing"),
         )
         .await;
-    let msg = org
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let msg = ready_message(&org);
     assert!(
         msg.contains("kubectl create secret generic absent"),
         "{msg}"
@@ -446,11 +463,7 @@ async fn a_login_host_outside_the_allowlist_receives_nothing() {
     let org = op
         .wait_state("evil", TokenState::Unknown, Some("HostNotAllowed"))
         .await;
-    let msg = org
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let msg = ready_message(&org);
     assert!(msg.contains("--allowed-login-domain"), "{msg}");
     op.request_check("evil").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -529,4 +542,184 @@ async fn a_secret_that_is_not_ours_is_neither_read_nor_written() {
         .await
         .unwrap();
     op.wait_state("acme", TokenState::Valid, None).await;
+}
+
+/// The client credentials flow pointed at a host that is not the org's My Domain (here an
+/// instance host, which the schema cannot tell apart): Salesforce answers "request not
+/// supported on this domain", a spec fix. The org is Unknown with a reason that says to use
+/// the My Domain URL, never Expired, and its CronJob keeps running.
+#[tokio::test]
+async fn client_credentials_off_my_domain_is_a_configuration_error() {
+    let op = Operator::start("not-my-domain").await;
+    op.ensure_app_secret().await;
+    op.create_cronjob("backup", &[("backup-of", "cc")], false)
+        .await;
+    op.create_org(
+        "cc",
+        json!({
+            "loginUrl": "https://na1.salesforce.com",
+            "auth": {"clientCredentials": {"clientId": op.demo.app.client_id,
+                "clientSecretRef": {"name": "demo-app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "cc-token"},
+            "dependents": {"cronJobSelector": {"matchLabels": {"backup-of": "cc"}}},
+        }),
+    )
+    .await;
+    let org = op
+        .wait_state("cc", TokenState::Unknown, Some("LoginUrlNotMyDomain"))
+        .await;
+    let msg = ready_message(&org);
+    assert!(msg.contains("my.salesforce.com"), "{msg}");
+    assert!(msg.contains("spec.loginUrl"), "{msg}");
+    assert!(
+        op.sim
+            .control()
+            .call_counts()
+            .grant_type("client_credentials")
+            >= 1,
+        "Salesforce was asked"
+    );
+    // Asked again: still a configuration error, and the backup was never paused.
+    op.request_check("cc").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    op.wait_state("cc", TokenState::Unknown, Some("LoginUrlNotMyDomain"))
+        .await;
+    assert_eq!(op.cronjob_hold("backup").await, (false, None));
+    let expired = op
+        .events_for("cc")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("TokenExpired"))
+        .count();
+    assert_eq!(expired, 0);
+}
+
+/// The External Client App trap: "Require secret for Web Server Flow" cleared for a PKCE-only
+/// login, "Require secret for Refresh Token Flow" left on, and no secret in the spec. The
+/// first refresh fails with a reason that names the setting; clearing it brings the org back
+/// with the same refresh token and nobody logging in.
+#[tokio::test]
+async fn a_refresh_refused_for_want_of_a_secret_names_the_setting() {
+    let op = Operator::start_kind("eca-secret", AppKind::ExternalClientApp).await;
+    let ctl = op.sim.control();
+    ctl.set_require_secret(&op.demo.app.client_id, false, true)
+        .expect("settings");
+    ctl.set_rotation(&op.demo.app.client_id, false)
+        .expect("rotation off, to compare refresh tokens");
+    op.create_org(
+        "acme",
+        json!({
+            "loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": op.demo.app.client_id}},
+            "tokenSecretRef": {"name": "acme-token"},
+        }),
+    )
+    .await;
+    let seeded = op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+
+    op.expire_sessions_and_check("acme").await;
+    let org = op
+        .wait_state("acme", TokenState::Expired, Some("RefreshSecretRequired"))
+        .await;
+    let message = org
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("Require secret for Refresh Token Flow")
+            && message.contains("clientSecretRef"),
+        "{message}"
+    );
+
+    ctl.set_require_secret(&op.demo.app.client_id, false, false)
+        .expect("settings");
+    op.request_check("acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    assert_eq!(
+        op.secret_data("acme-token").await.get("refresh_token"),
+        seeded.refresh_token.as_ref(),
+        "the same refresh token, no new login"
+    );
+}
+
+/// External Client App policies: a permission set taken away ends a JWT bearer connection
+/// with a reason naming the policy; revoking every token of the app from the OAuth Usage
+/// page, and the 30-day idle limit, expire a web server connection.
+#[tokio::test]
+async fn external_client_app_policies_end_connections_with_their_reasons() {
+    let op = Operator::start_kind("eca-policies", AppKind::ExternalClientApp).await;
+    let ctl = op.sim.control();
+    let jwt_secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "jwt-key"},
+        "stringData": {"tls.key": JwtKeyPair::test_key().private_key_pem},
+    }))
+    .expect("secret");
+    op.secrets()
+        .create(&Default::default(), &jwt_secret)
+        .await
+        .expect("jwt secret");
+    op.create_org("jwt", json!({
+        "loginUrl": "https://login.salesforce.com",
+        "auth": {"jwtBearer": {"clientId": op.demo.app.client_id,
+            "username": op.demo.user.username, "privateKeyRef": {"name": "jwt-key", "key": "tls.key"}}},
+        "tokenSecretRef": {"name": "jwt-token"},
+    }))
+    .await;
+    op.create_web_org("web").await;
+    op.seed_tokens("web-token", "web").await;
+    op.wait_state("jwt", TokenState::Valid, None).await;
+    op.wait_state("web", TokenState::Valid, None).await;
+
+    // "Admin approved users are pre-authorized", as the guide sets it up for JWT bearer;
+    // then the user loses the permission set the policy selects.
+    ctl.set_permitted_users(
+        &op.demo.app.client_id,
+        PermittedUsers::AdminApprovedPreAuthorized,
+    )
+    .expect("policy");
+    ctl.set_user_permission_set(&op.demo.user.username, DEMO_PERMISSION_SET, false)
+        .expect("remove permission set");
+    op.expire_sessions_and_check("jwt").await;
+    let org = op
+        .wait_state("jwt", TokenState::Expired, Some("UserNotApproved"))
+        .await;
+    let message = org
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("External Client App") && message.contains("permission set"),
+        "{message}"
+    );
+    ctl.set_user_permission_set(&op.demo.user.username, DEMO_PERMISSION_SET, true)
+        .expect("assign again");
+    op.request_check("jwt").await;
+    op.wait_state("jwt", TokenState::Valid, None).await;
+
+    // "Revoke all tokens of the app" on the External Client Apps OAuth Usage page.
+    assert!(
+        ctl.revoke_app_tokens(&op.demo.app.client_id)
+            .expect("revoke")
+            >= 1
+    );
+    op.request_check("web").await;
+    op.wait_state("web", TokenState::Expired, Some("RefreshTokenRevoked"))
+        .await;
+
+    // A new login, then the 30-day idle limit on a "valid until revoked" policy.
+    op.store_new_tokens("web").await;
+    op.wait_state("web", TokenState::Valid, None).await;
+    ctl.set_refresh_token_policy(&op.demo.app.client_id, RefreshTokenPolicy::UntilRevoked)
+        .expect("policy");
+    ctl.set_idle_refresh_limit(&op.demo.app.client_id, true)
+        .expect("idle limit");
+    ctl.advance_clock(Duration::from_secs(31 * 24 * 3600));
+    op.expire_sessions_and_check("web").await;
+    op.wait_state("web", TokenState::Expired, Some("RefreshTokenRevoked"))
+        .await;
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Opens a re-auth link the way a person's browser does: follows the redirects to Salesforce
+"""Opens a re-auth link the way a person's browser does: continues on the operator's
+confirmation page (which org, which login host), follows the redirects to Salesforce
 (here the simulator, reached through its proxy under Salesforce's real host names), fills in the
 login form, clicks Allow on the consent page, and prints the page the operator's callback shows.
 
@@ -62,13 +63,20 @@ def main():
         return fetch(urllib.parse.urljoin(url, form["action"]), urllib.parse.urlencode(fields).encode())
 
     url, page = fetch(link)
-    print(f"  browser: opened the link, now at {urllib.parse.urlsplit(url).netloc} (login page)")
+    if 'data-outcome="confirm"' not in page:
+        sys.exit(f"  browser: the link did not show the confirmation page: {text_of(page)[:300]}")
+    print(f"  browser: opened the link: {text_of(page)[:160]}")
+    url, page = submit(url, page, "confirm_form", {}, "continue")
+    print(f"  browser: clicked Continue, now at {urllib.parse.urlsplit(url).netloc} (login page)")
     url, page = submit(url, page, "login_form", {"username": username, "pw": password}, "Login")
     print(f"  browser: logged in as {username}")
     url, page = submit(url, page, "consent_form", {}, "allow")
+    print(f"  browser: back at the operator: {text_of(page)[:200]}")
+
+
+def text_of(page):
     body = re.sub(r"(?s)<(style|head)[^>]*>.*?</\1>", " ", page)
-    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
-    print(f"  browser: back at the operator: {text[:200]}")
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
 
 
 if __name__ == "__main__":

@@ -144,6 +144,10 @@ impl SimState {
                     "invalid code challenge method",
                 ));
             }
+            // "Require Proof Key for Code Exchange (PKCE) extension for Supported
+            // Authorization Flows" (an ECA setting, on by default; Salesforce Help "Security:
+            // Require Proof Key for Code Exchange (PKCE)"). The wording of the refusal is
+            // assumed (reported, not in Salesforce's documentation).
             (None, _) if app.require_pkce => {
                 return Err(error_redirect(
                     req,
@@ -236,10 +240,10 @@ impl SimState {
         else {
             return Outcome::Page("invalid_client_id", "client identifier invalid");
         };
-        if !app.installed_in.contains(&user.org) && !user.approve_uninstalled_apps {
+        if app.blocked_as_uninstalled(&user) {
             return error_redirect(req, "invalid_client", "app must be installed into org");
         }
-        let pre_authorized = app.pre_authorized.contains(&user.id);
+        let pre_authorized = app.pre_authorizes(&user);
         if app.permitted_users == PermittedUsers::AdminApprovedPreAuthorized {
             if !pre_authorized {
                 return error_redirect(

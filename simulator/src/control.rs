@@ -12,7 +12,7 @@ use crate::error::SimError;
 use crate::faults::{ActiveFault, CallCounts, Fault, FaultTable};
 use crate::jwt::JwtKeyPair;
 use crate::spec::{
-    AppInfo, AppSpec, OrgInfo, OrgSpec, PermittedUsers, RefreshTokenPolicy, TokenResponse,
+    AppInfo, AppKind, AppSpec, OrgInfo, OrgSpec, PermittedUsers, RefreshTokenPolicy, TokenResponse,
     UserInfo, UserSpec,
 };
 use crate::state::SimState;
@@ -95,7 +95,15 @@ pub struct DemoOptions {
     pub redirect_uris: Vec<String>,
     /// Refresh token rotation on the demo app.
     pub rotation: bool,
+    /// Connected App (installed in both orgs, users pre-authorized by name) or External
+    /// Client App (local, no installation; users pre-authorized through the permission set
+    /// [`DEMO_PERMISSION_SET`], which both demo users hold; PKCE and secrets required).
+    #[serde(default)]
+    pub kind: AppKind,
 }
+
+/// The permission set the demo users hold and an External Client App demo pre-authorizes.
+pub const DEMO_PERMISSION_SET: &str = "Salesforce_Backup_Integration";
 
 impl Default for DemoOptions {
     fn default() -> Self {
@@ -105,6 +113,7 @@ impl Default for DemoOptions {
                 "http://127.0.0.1:8080/oauth/callback".to_string(),
             ],
             rotation: true,
+            kind: AppKind::ConnectedApp,
         }
     }
 }
@@ -162,19 +171,28 @@ impl Control {
         let org = self.create_org(OrgSpec::production("acme"))?;
         let sandbox = self.create_org(OrgSpec::sandbox("acme", "uat"))?;
         let user = self.create_user(
-            UserSpec::new(&org.label, "admin@acme.example", DEMO_PASSWORD).name("Ada Admin"),
+            UserSpec::new(&org.label, "admin@acme.example", DEMO_PASSWORD)
+                .name("Ada Admin")
+                .permission_set(DEMO_PERMISSION_SET),
         )?;
         let sandbox_user = self.create_user(
             UserSpec::new(&sandbox.label, "admin@acme.example.uat", DEMO_PASSWORD)
                 .name("Ada Admin")
-                .email("admin@acme.example"),
+                .email("admin@acme.example")
+                .permission_set(DEMO_PERMISSION_SET),
         )?;
-        let mut spec = AppSpec::confidential("sforg-operator")
-            .install_in(&org.label)
-            .install_in(&sandbox.label)
+        let spec = match options.kind {
+            AppKind::ConnectedApp => AppSpec::confidential("sforg-operator")
+                .install_in(&org.label)
+                .install_in(&sandbox.label)
+                .pre_authorize(&user.username)
+                .pre_authorize(&sandbox_user.username),
+            AppKind::ExternalClientApp => {
+                AppSpec::external_client_app("sforg-operator").permission_set(DEMO_PERMISSION_SET)
+            }
+        };
+        let mut spec = spec
             .rotation(options.rotation)
-            .pre_authorize(&user.username)
-            .pre_authorize(&sandbox_user.username)
             .jwt_public_key_pem(JwtKeyPair::test_key().public_key_pem)
             .run_as(&user.username);
         spec.redirect_uris = options.redirect_uris;
@@ -290,6 +308,12 @@ impl Control {
         self.with_state(|s| s.revoke_user_tokens(user, app))
     }
 
+    /// Revokes every token of an app for every user (the External Client Apps OAuth Usage
+    /// page's app-wide revoke). Returns how many grants were revoked.
+    pub fn revoke_app_tokens(&self, app: &str) -> Result<usize, SimError> {
+        self.with_state(|s| s.revoke_app_tokens(app))
+    }
+
     /// Revokes the grant behind one refresh token (and its access tokens).
     pub fn revoke_refresh_token(&self, token: &str) -> Result<(), SimError> {
         self.with_state(|s| s.revoke_refresh_token(token))
@@ -393,6 +417,47 @@ impl Control {
         authorized: bool,
     ) -> Result<(), SimError> {
         self.with_state(|s| s.set_pre_authorized(app, user, authorized))
+    }
+
+    /// The settings "Require secret for Web Server Flow" and "Require secret for Refresh
+    /// Token Flow".
+    pub fn set_require_secret(
+        &self,
+        app: &str,
+        web_server: bool,
+        refresh: bool,
+    ) -> Result<(), SimError> {
+        self.with_state(|s| s.set_require_secret(app, web_server, refresh))
+    }
+
+    /// The setting "Require Proof Key for Code Exchange (PKCE)".
+    pub fn set_require_pkce(&self, app: &str, required: bool) -> Result<(), SimError> {
+        self.with_state(|s| s.set_require_pkce(app, required))
+    }
+
+    /// Selects or clears a permission set in the app's Permitted Users policy.
+    pub fn set_app_permission_set(
+        &self,
+        app: &str,
+        permission_set: &str,
+        selected: bool,
+    ) -> Result<(), SimError> {
+        self.with_state(|s| s.set_app_permission_set(app, permission_set, selected))
+    }
+
+    /// Assigns or removes a permission set of a user.
+    pub fn set_user_permission_set(
+        &self,
+        user: &str,
+        permission_set: &str,
+        assigned: bool,
+    ) -> Result<(), SimError> {
+        self.with_state(|s| s.set_user_permission_set(user, permission_set, assigned))
+    }
+
+    /// The ECA setting that limits refresh tokens to 30 days without use.
+    pub fn set_idle_refresh_limit(&self, app: &str, on: bool) -> Result<(), SimError> {
+        self.with_state(|s| s.set_idle_refresh_limit(app, on))
     }
 
     /// Registers (or with `None` removes) the RSA public key or certificate PEM used to

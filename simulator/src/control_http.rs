@@ -18,7 +18,7 @@ use crate::control::{Control, DemoOptions};
 use crate::error::SimError;
 use crate::faults::Fault;
 use crate::sim::ReadyInfo;
-use crate::spec::{AppSpec, OrgSpec, PermittedUsers, RefreshTokenPolicy, UserSpec};
+use crate::spec::{AppKind, AppSpec, OrgSpec, PermittedUsers, RefreshTokenPolicy, UserSpec};
 
 #[derive(Clone)]
 struct Ctx {
@@ -109,6 +109,14 @@ pub(crate) fn router(control: Control, info: Arc<ReadyInfo>, ca_pem: Arc<String>
         .route("/_sim/apps/{app}/session-timeout", post(session_timeout))
         .route("/_sim/apps/{app}/permitted-users", post(permitted_users))
         .route("/_sim/apps/{app}/pre-authorize", post(pre_authorize))
+        .route("/_sim/apps/{app}/permission-set", post(app_permission_set))
+        .route("/_sim/apps/{app}/require-secret", post(require_secret))
+        .route("/_sim/apps/{app}/require-pkce", post(require_pkce))
+        .route("/_sim/apps/{app}/revoke-tokens", post(revoke_app_tokens))
+        .route(
+            "/_sim/users/{user}/permission-set",
+            post(user_permission_set),
+        )
         .route("/_sim/apps/{app}/jwt-key", post(jwt_key))
         .route("/_sim/apps/{app}/jwt-key/test", post(jwt_test_key))
         .route("/_sim/apps/{app}/run-as", post(run_as))
@@ -160,12 +168,15 @@ async fn seed_demo(State(ctx): State<Ctx>, bytes: Bytes) -> ApiResult {
         redirect_uris: Option<Vec<String>>,
         #[serde(default)]
         rotation: Option<bool>,
+        #[serde(default)]
+        kind: Option<AppKind>,
     }
     let req: Req = body(&bytes)?;
     let defaults = DemoOptions::default();
     let options = DemoOptions {
         redirect_uris: req.redirect_uris.unwrap_or(defaults.redirect_uris),
         rotation: req.rotation.unwrap_or(defaults.rotation),
+        kind: req.kind.unwrap_or(defaults.kind),
     };
     ok(ctx.control.seed_demo_with(options)?)
 }
@@ -371,6 +382,70 @@ async fn pre_authorize(State(ctx): State<Ctx>, Path(app): Path<String>, bytes: B
     ctx.control
         .set_pre_authorized(&app, &req.user, req.authorized)?;
     done()
+}
+
+#[derive(Deserialize)]
+struct PermissionSetReq {
+    name: String,
+    #[serde(default = "yes")]
+    on: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn app_permission_set(
+    State(ctx): State<Ctx>,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    let req: PermissionSetReq = body(&bytes)?;
+    ctx.control
+        .set_app_permission_set(&app, &req.name, req.on)?;
+    done()
+}
+
+async fn user_permission_set(
+    State(ctx): State<Ctx>,
+    Path(user): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    let req: PermissionSetReq = body(&bytes)?;
+    ctx.control
+        .set_user_permission_set(&user, &req.name, req.on)?;
+    done()
+}
+
+async fn require_secret(
+    State(ctx): State<Ctx>,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    #[derive(Deserialize)]
+    struct Req {
+        web_server: bool,
+        refresh: bool,
+    }
+    let req: Req = body(&bytes)?;
+    ctx.control
+        .set_require_secret(&app, req.web_server, req.refresh)?;
+    done()
+}
+
+async fn require_pkce(State(ctx): State<Ctx>, Path(app): Path<String>, bytes: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    struct Req {
+        required: bool,
+    }
+    let req: Req = body(&bytes)?;
+    ctx.control.set_require_pkce(&app, req.required)?;
+    done()
+}
+
+async fn revoke_app_tokens(State(ctx): State<Ctx>, Path(app): Path<String>) -> ApiResult {
+    let revoked = ctx.control.revoke_app_tokens(&app)?;
+    ok(json!({ "revoked_grants": revoked }))
 }
 
 async fn jwt_key(State(ctx): State<Ctx>, Path(app): Path<String>, bytes: Bytes) -> ApiResult {

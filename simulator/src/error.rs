@@ -84,6 +84,23 @@ impl IntoResponse for OAuthError {
 }
 
 /// The error bodies used by the token, introspect and revoke endpoints.
+///
+/// Sources, per body: the `error` codes and the JWT bearer bodies follow Salesforce Help
+/// "OAuth 2.0 Authorization Errors" (remoteaccess_oauth_flow_errors) and the project's
+/// notes in `salesforce-oauth.md`; the descriptions marked "reported" there come from the
+/// Salesforce CLI's sources and public reports. Both kinds of app (Connected App and
+/// External Client App) share these endpoints and bodies. What External Client Apps add
+/// has no documented body of its own, so the simulator reuses these, as assumed:
+/// - a secret missing where "Require secret for Web Server Flow" / "for Refresh Token
+///   Flow" demands one: [`INVALID_CLIENT_CREDENTIALS`] (the documented settings are in
+///   "Security: Require Secret for Refresh Token Flow Control");
+/// - a user outside the permission sets of "Admin approved users are pre-authorized"
+///   ("Preauthorize User App Access Through External Client App Policies"):
+///   [`INVALID_APP_ACCESS`] on refresh, [`NOT_APPROVED`] on a JWT bearer grant, and
+///   `OAUTH_APP_ACCESS_DENIED` on the authorize redirect (reported);
+/// - a revocation from the External Client Apps OAuth Usage page ("Manage External Client
+///   App OAuth Usage") or a refresh token policy ("Limit the Idle Refresh Token TTL in
+///   External Client Apps"): [`EXPIRED_TOKEN`].
 pub mod oauth_errors {
     use super::OAuthError;
 

@@ -33,6 +33,8 @@ pub enum Endpoint {
     WellKnown,
     /// `/services/data/vXX.X/limits` (and anything else under `/services/data`).
     Limits,
+    /// `/services/data/vXX.X/query`: the SOQL queries a backup runs.
+    Query,
     /// Any other path.
     Other,
 }
@@ -47,6 +49,7 @@ impl Endpoint {
             "/services/oauth2/revoke" => Endpoint::Revoke,
             p if p.starts_with("/id/") => Endpoint::Identity,
             p if p.starts_with("/.well-known/") => Endpoint::WellKnown,
+            p if p.starts_with("/services/data") && p.ends_with("/query") => Endpoint::Query,
             p if p.starts_with("/services/data") => Endpoint::Limits,
             _ => Endpoint::Other,
         }
@@ -76,6 +79,9 @@ pub enum FaultKind {
     AlreadyProcessing,
     /// HTTP 403 `REQUEST_LIMIT_EXCEEDED`.
     RequestLimitExceeded,
+    /// The endpoint's clock is this many seconds off the real time (ahead when positive): its
+    /// `Date` header says so, and the token endpoint judges JWT assertions' `exp` by it.
+    SkewedClock { seconds: i64 },
 }
 
 impl FaultKind {
@@ -197,6 +203,10 @@ impl CallCounts {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ProcessingDelay(pub Duration);
 
+/// Request extension: how far the token endpoint's clock is off the real time, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClockOffset(pub i64);
+
 /// Response extension asking the connection layer to drop the socket.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DropConnection;
@@ -246,7 +256,7 @@ pub(crate) async fn middleware(
             next.run(request).await
         }
         FaultKind::ServerError if endpoint.is_oauth() => oauth_errors::UNKNOWN_ERROR.into_response(),
-        FaultKind::ServerError if endpoint == Endpoint::Limits => (
+        FaultKind::ServerError if matches!(endpoint, Endpoint::Limits | Endpoint::Query) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
             r#"[{"errorCode":"UNKNOWN_EXCEPTION","message":"An unexpected error occurred. Please include this ErrorId if you contact support: 1234567890-12345 (-1234567890)"}]"#,
@@ -257,6 +267,21 @@ pub(crate) async fn middleware(
         FaultKind::ConnectionReset => {
             let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
             response.extensions_mut().insert(DropConnection);
+            response
+        }
+        FaultKind::SkewedClock { seconds } => {
+            let mut request = request;
+            request.extensions_mut().insert(ClockOffset(seconds));
+            let mut response = next.run(request).await;
+            let now = std::time::SystemTime::now();
+            let skewed = if seconds >= 0 {
+                now + Duration::from_secs(seconds.unsigned_abs())
+            } else {
+                now - Duration::from_secs(seconds.unsigned_abs())
+            };
+            if let Ok(value) = header::HeaderValue::from_str(&httpdate::fmt_http_date(skewed)) {
+                response.headers_mut().insert(header::DATE, value);
+            }
             response
         }
         FaultKind::AlreadyProcessing => oauth_errors::ALREADY_PROCESSING.into_response(),
@@ -305,6 +330,10 @@ mod tests {
         assert_eq!(
             Endpoint::classify("/services/data/v62.0/limits"),
             Endpoint::Limits
+        );
+        assert_eq!(
+            Endpoint::classify("/services/data/v62.0/query"),
+            Endpoint::Query
         );
         assert_eq!(Endpoint::classify("/id/00D/005"), Endpoint::Identity);
     }

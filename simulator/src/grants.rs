@@ -26,6 +26,15 @@ pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 
+/// Which grant authenticates the client, for the app's "require secret" settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SecretUse {
+    WebServer,
+    Refresh,
+    /// The client credentials flow: the secret is the credential.
+    Always,
+}
+
 /// Form or query parameters; the first occurrence of a name wins.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Params(HashMap<String, String>);
@@ -123,27 +132,47 @@ fn without_refresh_scopes(scopes: &[String]) -> String {
 }
 
 impl SimState {
-    /// The token endpoint.
+    /// The token endpoint of a Salesforce whose clock is `clock_offset` seconds off the real
+    /// time (it judges JWT assertions by that clock; 0 normally).
     pub fn token_request(
         &mut self,
         host: &SfHost,
         params: &Params,
         creds: &ClientCredentials,
+        clock_offset: i64,
     ) -> Result<TokenResponse, OAuthError> {
         match params.get("grant_type") {
             Some(GRANT_AUTHORIZATION_CODE) => self.exchange_code(host, params, creds),
             Some(GRANT_REFRESH_TOKEN) => self.refresh(host, params, creds),
-            Some(GRANT_JWT_BEARER) => self.jwt_bearer(host, params),
+            Some(GRANT_JWT_BEARER) => self.jwt_bearer(host, params, clock_offset),
             Some(GRANT_CLIENT_CREDENTIALS) => self.client_credentials(host, creds),
             _ => Err(e::UNSUPPORTED_GRANT_TYPE),
         }
     }
 
-    /// Consumer key must exist; a confidential app must send its secret, a public one must not.
-    fn authenticate_client(&self, creds: &ClientCredentials) -> Result<&App, OAuthError> {
+    /// Consumer key must exist; a confidential app must send its secret where its settings
+    /// require one, a public one must not send any, and a secret sent must be right.
+    ///
+    /// "Require secret for Web Server Flow" and "Require secret for Refresh Token Flow" are
+    /// documented settings of both kinds of app (Salesforce Help: "Security: Require Secret
+    /// for Refresh Token Flow Control" for External Client Apps, "API (Enable OAuth
+    /// Settings): Require Secret for Refresh Token Flow Control" for Connected Apps), but the
+    /// body of the refusal is not: `invalid_client` / `invalid client credentials` is
+    /// assumed, being what Salesforce is reported to answer to a missing or wrong secret.
+    fn authenticate_client(
+        &self,
+        creds: &ClientCredentials,
+        flow: SecretUse,
+    ) -> Result<&App, OAuthError> {
         let id = creds.client_id.as_deref().ok_or(e::INVALID_CLIENT_ID)?;
         let app = self.apps.get(id).ok_or(e::INVALID_CLIENT_ID)?;
+        let required = match flow {
+            SecretUse::WebServer => app.require_secret_for_web_server,
+            SecretUse::Refresh => app.require_secret_for_refresh,
+            SecretUse::Always => true,
+        };
         match (&app.client_secret, &creds.client_secret) {
+            (Some(_), None) if !required => Ok(app),
             (Some(_), None) => Err(e::INVALID_CLIENT_CREDENTIALS),
             (Some(expected), Some(given)) if expected != given => Err(e::AUTHENTICATION_FAILURE),
             (None, Some(_)) => Err(e::INVALID_CLIENT_CREDENTIALS),
@@ -161,11 +190,11 @@ impl SimState {
         if app.blocked {
             return Err(e::APP_BLOCKED);
         }
-        if !app.installed_in.contains(&user.org) && !user.approve_uninstalled_apps {
+        if app.blocked_as_uninstalled(user) {
             return Err(e::APP_NOT_INSTALLED);
         }
         if app.permitted_users == PermittedUsers::AdminApprovedPreAuthorized
-            && !app.pre_authorized.contains(&user.id)
+            && !app.pre_authorizes(user)
         {
             return Err(admin_approval_error);
         }
@@ -178,7 +207,10 @@ impl SimState {
         params: &Params,
         creds: &ClientCredentials,
     ) -> Result<TokenResponse, OAuthError> {
-        let client_id = self.authenticate_client(creds)?.client_id.clone();
+        let client_id = self
+            .authenticate_client(creds, SecretUse::WebServer)?
+            .client_id
+            .clone();
         let code_value = params.get("code").ok_or(e::INVALID_CODE)?;
         let code = self.codes.get(code_value).cloned().ok_or(e::INVALID_CODE)?;
         if code.client_id != client_id {
@@ -228,7 +260,10 @@ impl SimState {
         params: &Params,
         creds: &ClientCredentials,
     ) -> Result<TokenResponse, OAuthError> {
-        let client_id = self.authenticate_client(creds)?.client_id.clone();
+        let client_id = self
+            .authenticate_client(creds, SecretUse::Refresh)?
+            .client_id
+            .clone();
         let token = params.get("refresh_token").ok_or(e::EXPIRED_TOKEN)?;
         let (grant_id, status) = *self.refresh_index.get(token).ok_or(e::EXPIRED_TOKEN)?;
         let grant = self
@@ -288,7 +323,12 @@ impl SimState {
         Ok(self.response(&user.id, &client_id, access, new_refresh, &grant.scope, now))
     }
 
-    fn jwt_bearer(&mut self, host: &SfHost, params: &Params) -> Result<TokenResponse, OAuthError> {
+    fn jwt_bearer(
+        &mut self,
+        host: &SfHost,
+        params: &Params,
+        clock_offset: i64,
+    ) -> Result<TokenResponse, OAuthError> {
         let assertion = params.get("assertion").ok_or(e::INVALID_ASSERTION)?;
         let claims = jwt::peek(assertion).map_err(|_| e::INVALID_ASSERTION)?;
         let client_id = claims.iss.as_deref().ok_or(e::INVALID_CLIENT_ID)?;
@@ -299,7 +339,8 @@ impl SimState {
             .ok_or(e::INVALID_ASSERTION)?;
         jwt::verify_signature(assertion, key).map_err(|_| e::INVALID_ASSERTION)?;
         let exp = claims.exp.ok_or(e::INVALID_ASSERTION)?;
-        if jwt::wall_clock_secs() > exp.saturating_add(EXP_LEEWAY.as_secs()) {
+        let now = jwt::wall_clock_secs().saturating_add_signed(clock_offset);
+        if now > exp.saturating_add(EXP_LEEWAY.as_secs()) {
             return Err(e::EXPIRED_CODE);
         }
         let user = claims
@@ -323,7 +364,7 @@ impl SimState {
             return Err(e::INACTIVE_USER);
         }
         self.check_app_access(app, &user, e::NOT_APPROVED)?;
-        let approved = app.pre_authorized.contains(&user.id)
+        let approved = app.pre_authorizes(&user)
             || self
                 .consents
                 .contains(&(user.id.clone(), app.client_id.clone()));
@@ -344,7 +385,7 @@ impl SimState {
             return Err(e::NOT_SUPPORTED_ON_DOMAIN);
         };
         let (org_key, _) = self.org_by_host(domain).ok_or(e::NOT_SUPPORTED_ON_DOMAIN)?;
-        let app = self.authenticate_client(creds)?;
+        let app = self.authenticate_client(creds, SecretUse::Always)?;
         if app.client_secret.is_none() {
             return Err(e::INVALID_CLIENT_CREDENTIALS);
         }
@@ -361,7 +402,7 @@ impl SimState {
         if app.blocked {
             return Err(e::APP_BLOCKED);
         }
-        if !app.installed_in.contains(&user.org) && !user.approve_uninstalled_apps {
+        if app.blocked_as_uninstalled(&user) {
             return Err(e::APP_NOT_INSTALLED);
         }
         let scope = without_refresh_scopes(&app.scopes);
@@ -535,7 +576,7 @@ impl SimState {
         params: &Params,
         creds: &ClientCredentials,
     ) -> Result<Value, OAuthError> {
-        let app = self.authenticate_client(creds)?;
+        let app = self.authenticate_client(creds, SecretUse::Always)?;
         let inactive = json!({ "active": false });
         let Some(token) = params.get("token") else {
             return Ok(inactive);

@@ -41,7 +41,7 @@ mod spec;
 mod state;
 mod tls;
 
-pub use control::{Control, DEMO_PASSWORD, DemoOptions, DemoSeed};
+pub use control::{Control, DEMO_PASSWORD, DEMO_PERMISSION_SET, DemoOptions, DemoSeed};
 pub use error::{OAuthError, SimError, oauth_errors};
 pub use faults::{ActiveFault, CallCounts, Endpoint, Fault, FaultKind};
 pub use grants::{
@@ -52,8 +52,9 @@ pub use host::SfHost;
 pub use jwt::{AssertionClaims, EXP_LEEWAY, JwtKeyPair};
 pub use sim::{ReadyInfo, SimConfig, Simulator};
 pub use spec::{
-    AppInfo, AppSpec, DEFAULT_SCOPES, DEFAULT_SESSION_TIMEOUT, OrgInfo, OrgKind, OrgSpec,
-    PermittedUsers, RefreshTokenPolicy, TokenResponse, UserInfo, UserSpec,
+    AppInfo, AppKind, AppSpec, DEFAULT_SCOPES, DEFAULT_SESSION_TIMEOUT, ECA_IDLE_REFRESH_LIMIT,
+    OrgInfo, OrgKind, OrgSpec, PermittedUsers, RefreshTokenPolicy, TokenResponse, UserInfo,
+    UserSpec,
 };
 pub use state::{CODE_LIFETIME, MAX_GRANTS_PER_USER_APP};
 pub use tls::SERVER_NAMES;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::control::Shared;
 use crate::error::oauth_errors;
-use crate::faults::ProcessingDelay;
+use crate::faults::{ClockOffset, ProcessingDelay};
 use crate::grants::{
     ClientCredentials, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_REFRESH_TOKEN, Params,
 };
@@ -35,6 +35,7 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 pub(crate) async fn token(
     State(shared): State<Shared>,
     delay: Option<Extension<ProcessingDelay>>,
+    clock: Option<Extension<ClockOffset>>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
@@ -60,7 +61,10 @@ pub(crate) async fn token(
     if let Some(Extension(ProcessingDelay(delay))) = delay {
         tokio::time::sleep(delay).await;
     }
-    let result = shared.state().token_request(&host, &params, &creds);
+    let clock_offset = clock.map_or(0, |Extension(ClockOffset(secs))| secs);
+    let result = shared
+        .state()
+        .token_request(&host, &params, &creds, clock_offset);
     match result {
         Ok(response) => {
             tracing::info!(host = host.name(), grant_type, "token issued");

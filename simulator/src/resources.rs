@@ -196,6 +196,35 @@ fn valid_version(v: &str) -> bool {
         })
 }
 
+/// A REST API version that does not exist: 404 as Salesforce answers it.
+fn unknown_version() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(
+            json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]),
+        ),
+    )
+        .into_response()
+}
+
+/// The access token of a REST API call and its org's label, when the token is alive and its
+/// org is served on the host the call addressed (else Salesforce answers [`invalid_session`]).
+fn rest_session(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Option<(AccessToken, String)> {
+    let token = bearer(headers, uri)?;
+    let host = SfHost::from_request(headers, uri);
+    let mut state = shared.state();
+    let org = state
+        .access_tokens
+        .get(&token)
+        .and_then(|t| state.users.get(&t.user_id))
+        .and_then(|u| state.org(u.org))
+        .filter(|o| !matches!(host, SfHost::MyDomain(_)) || host.admits(o))
+        .map(|o| o.label.clone());
+    // A token refused for its host is not used (it does not extend the session).
+    let org = org?;
+    Some((state.use_access_token(&token)?, org))
+}
+
 /// `GET /services/data/vXX.X/limits`: 200 JSON, or 401 `INVALID_SESSION_ID`.
 pub(crate) async fn limits(
     State(shared): State<Shared>,
@@ -204,24 +233,9 @@ pub(crate) async fn limits(
     uri: Uri,
 ) -> Response {
     if !valid_version(&version) {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])),
-        )
-            .into_response();
+        return unknown_version();
     }
-    let Some(token) = bearer(&headers, &uri) else {
-        return invalid_session();
-    };
-    let host = SfHost::from_request(&headers, &uri);
-    let mut state = shared.state();
-    let host_ok = state
-        .access_tokens
-        .get(&token)
-        .and_then(|t| state.users.get(&t.user_id))
-        .and_then(|u| state.org(u.org))
-        .is_some_and(|o| !matches!(host, SfHost::MyDomain(_)) || host.admits(o));
-    if !host_ok || state.use_access_token(&token).is_none() {
+    if rest_session(&shared, &headers, &uri).is_none() {
         return invalid_session();
     }
     Json(json!({
@@ -232,4 +246,48 @@ pub(crate) async fn limits(
         "FileStorageMB": { "Max": 20, "Remaining": 20 },
     }))
     .into_response()
+}
+
+/// `GET /services/data/vXX.X/query?q=SOQL`: what a backup job reads. Any query answers the
+/// org's three sample Accounts (the simulator keeps no records); 400 `MALFORMED_QUERY`
+/// without `q`, 401 `INVALID_SESSION_ID` for a dead token. Calls are counted as
+/// [`crate::faults::Endpoint::Query`].
+pub(crate) async fn query(
+    State(shared): State<Shared>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    if !valid_version(&version) {
+        return unknown_version();
+    }
+    let Some((token, org)) = rest_session(&shared, &headers, &uri) else {
+        return invalid_session();
+    };
+    let has_query = crate::grants::Params::parse(uri.query().unwrap_or_default().as_bytes())
+        .get("q")
+        .is_some_and(|q| !q.trim().is_empty());
+    if !has_query {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!([{"errorCode": "MALFORMED_QUERY", "message": "A query string is required"}]),
+            ),
+        )
+            .into_response();
+    }
+    let prefix = &token.org_id[..token.org_id.len().min(6)];
+    let records: Vec<Value> = ["Edge Communications", "Burlington Textiles", "Pyramid Construction"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let id = format!("001{prefix}{i:09}");
+            json!({
+                "attributes": {"type": "Account", "url": format!("/services/data/{version}/sobjects/Account/{id}")},
+                "Id": id,
+                "Name": format!("{name} ({org})"),
+            })
+        })
+        .collect();
+    Json(json!({"totalSize": records.len(), "done": true, "records": records})).into_response()
 }

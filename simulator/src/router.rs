@@ -46,6 +46,7 @@ pub(crate) fn salesforce_router(shared: Shared) -> Router {
         )
         .route("/.well-known/openid-configuration", get(oauth::well_known))
         .route("/services/data/{version}/limits", get(resources::limits))
+        .route("/services/data/{version}/query", get(resources::query))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),

@@ -117,6 +117,11 @@ pub struct UserSpec {
     /// The "Approve Uninstalled Connected Apps" permission.
     #[serde(default)]
     pub approve_uninstalled_apps: bool,
+    /// Names of the permission sets assigned to the user (an External Client App whose
+    /// Permitted Users policy is "Admin approved users are pre-authorized" admits users
+    /// through the permission sets selected in its policies).
+    #[serde(default)]
+    pub permission_sets: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -137,6 +142,7 @@ impl UserSpec {
             email: None,
             active: true,
             approve_uninstalled_apps: false,
+            permission_sets: Vec::new(),
         }
     }
 
@@ -159,6 +165,11 @@ impl UserSpec {
         self.approve_uninstalled_apps = allowed;
         self
     }
+
+    pub fn permission_set(mut self, name: impl Into<String>) -> Self {
+        self.permission_sets.push(name.into());
+        self
+    }
 }
 
 /// A user as it is now. The password is not included.
@@ -173,9 +184,11 @@ pub struct UserInfo {
     pub org_id: String,
     pub active: bool,
     pub approve_uninstalled_apps: bool,
+    pub permission_sets: Vec<String>,
 }
 
-/// The connected app's refresh token policy.
+/// The app's refresh token policy (a Connected App's OAuth policy, or an External Client
+/// App's OAuth policy on its Policies tab; the same four choices in both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RefreshTokenPolicy {
@@ -191,7 +204,36 @@ pub enum RefreshTokenPolicy {
         #[serde(with = "duration_secs")]
         unused_for: Duration,
     },
+    /// "Immediately expire refresh token": a refresh token is issued but never accepted.
+    /// Named in "Limit the Idle Refresh Token TTL in External Client Apps" (Salesforce Help,
+    /// xcloud.eca_limit_idle_refresh_token_ttl); how its refusal reads is assumed to be the
+    /// usual `expired access/refresh token`.
+    ImmediatelyExpire,
 }
+
+/// Which framework the app belongs to. Both use the same OAuth endpoints and error bodies;
+/// what differs is where the settings live and a few defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    /// A Connected App (created before Spring '26, or from a package). Must be installed
+    /// in an org before users without "Approve Uninstalled Connected Apps" may use it.
+    #[default]
+    ConnectedApp,
+    /// An External Client App: developer *settings* (OAuth plugin: callback URL, scopes,
+    /// PKCE, "Require secret for Web Server Flow" / "for Refresh Token Flow", JWT
+    /// certificate, client credentials) apart from admin *policies* (permitted users,
+    /// refresh token policy, IP relaxation, session timeout, run-as user). A local app
+    /// lives in the org that created it, so the installation check of Connected Apps does
+    /// not apply (assumed: Salesforce documents the September 2025 block for uninstalled
+    /// Connected Apps only).
+    ExternalClientApp,
+}
+
+/// The 30-day idle limit of "Limit the Idle Refresh Token TTL in External Client Apps"
+/// (Salesforce Help, xcloud.eca_limit_idle_refresh_token_ttl): a sliding window that every
+/// use of the refresh token resets.
+pub const ECA_IDLE_REFRESH_LIMIT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Who may use the app: "All users may self-authorize" or "Admin approved users are
 /// pre-authorized".
@@ -278,6 +320,25 @@ pub struct AppSpec {
     pub run_as: Option<String>,
     #[serde(default)]
     pub require_pkce: bool,
+    /// Connected App or External Client App.
+    #[serde(default)]
+    pub kind: AppKind,
+    /// "Require secret for Web Server Flow": the code exchange must carry the consumer
+    /// secret (ECA setting; `isConsumerSecretOptional` inverted in the
+    /// ExtlClntAppGlobalOauthSettings metadata type). Only meaningful for confidential apps.
+    #[serde(default = "default_true")]
+    pub require_secret_for_web_server: bool,
+    /// "Require secret for Refresh Token Flow": a refresh must carry the consumer secret
+    /// (Salesforce Help: "Security: Require Secret for Refresh Token Flow Control").
+    #[serde(default = "default_true")]
+    pub require_secret_for_refresh: bool,
+    /// Permission sets pre-authorized by the Permitted Users policy (ECA policies:
+    /// `commaSeparatedPermissionSet` in ExtlClntAppOauthConfigurablePolicies).
+    #[serde(default)]
+    pub permission_sets: Vec<String>,
+    /// The ECA setting that caps refresh tokens at 30 days without use.
+    #[serde(default)]
+    pub idle_refresh_limit: bool,
 }
 
 fn default_policy() -> RefreshTokenPolicy {
@@ -307,7 +368,50 @@ impl AppSpec {
             jwt_public_key_pem: None,
             run_as: None,
             require_pkce: false,
+            kind: AppKind::ConnectedApp,
+            require_secret_for_web_server: true,
+            require_secret_for_refresh: true,
+            permission_sets: Vec::new(),
+            idle_refresh_limit: false,
         }
+    }
+
+    /// An External Client App with the settings a new one starts with, as Salesforce's
+    /// guides list them: "Require secret for Web Server Flow", "Require secret for Refresh
+    /// Token Flow" and "Require Proof Key for Code Exchange (PKCE)" all selected (Salesforce
+    /// Developers, "Prerequisite 1 - Create an External Client App").
+    pub fn external_client_app(name: impl Into<String>) -> Self {
+        let mut spec = Self::base(name.into(), true);
+        spec.kind = AppKind::ExternalClientApp;
+        spec.require_pkce = true;
+        spec
+    }
+
+    pub fn kind(mut self, kind: AppKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    pub fn require_secret_for_web_server(mut self, required: bool) -> Self {
+        self.require_secret_for_web_server = required;
+        self
+    }
+
+    pub fn require_secret_for_refresh(mut self, required: bool) -> Self {
+        self.require_secret_for_refresh = required;
+        self
+    }
+
+    /// Pre-authorizes a permission set (users who hold it pass "Admin approved users are
+    /// pre-authorized").
+    pub fn permission_set(mut self, name: impl Into<String>) -> Self {
+        self.permission_sets.push(name.into());
+        self
+    }
+
+    pub fn idle_refresh_limit(mut self, on: bool) -> Self {
+        self.idle_refresh_limit = on;
+        self
     }
 
     /// An app with a consumer secret.
@@ -414,6 +518,11 @@ pub struct AppInfo {
     pub jwt_enabled: bool,
     pub run_as: Option<String>,
     pub require_pkce: bool,
+    pub kind: AppKind,
+    pub require_secret_for_web_server: bool,
+    pub require_secret_for_refresh: bool,
+    pub permission_sets: Vec<String>,
+    pub idle_refresh_limit: bool,
 }
 
 impl fmt::Debug for AppInfo {
@@ -425,6 +534,7 @@ impl fmt::Debug for AppInfo {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("kind", &self.kind)
             .field("installed_in", &self.installed_in)
             .field("rotation", &self.rotation)
             .finish_non_exhaustive()

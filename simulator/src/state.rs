@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::SimError;
 use crate::ids;
 use crate::spec::{
-    AppInfo, AppSpec, DEFAULT_SCOPES, OrgInfo, OrgKind, OrgSpec, PermittedUsers,
-    RefreshTokenPolicy, UserInfo, UserSpec,
+    AppInfo, AppKind, AppSpec, DEFAULT_SCOPES, ECA_IDLE_REFRESH_LIMIT, OrgInfo, OrgKind, OrgSpec,
+    PermittedUsers, RefreshTokenPolicy, UserInfo, UserSpec,
 };
 
 /// Milliseconds since the epoch on the simulator's clock.
@@ -53,6 +53,7 @@ pub(crate) struct User {
     pub org: OrgKey,
     pub active: bool,
     pub approve_uninstalled_apps: bool,
+    pub permission_sets: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +73,33 @@ pub(crate) struct App {
     pub jwt_public_key_pem: Option<String>,
     pub run_as: Option<String>,
     pub require_pkce: bool,
+    pub kind: AppKind,
+    pub require_secret_for_web_server: bool,
+    pub require_secret_for_refresh: bool,
+    pub permission_sets: BTreeSet<String>,
+    pub idle_refresh_limit: bool,
+}
+
+impl App {
+    /// Whether the Permitted Users policy "Admin approved users are pre-authorized" lets
+    /// this user in: by name (a profile, as Connected Apps do it) or, for either kind of
+    /// app, by one of the user's permission sets selected in the app's policies.
+    pub fn pre_authorizes(&self, user: &User) -> bool {
+        self.pre_authorized.contains(&user.id)
+            || user
+                .permission_sets
+                .iter()
+                .any(|p| self.permission_sets.contains(p))
+    }
+
+    /// Whether the org-level installation rule stops this user: only Connected Apps are
+    /// installed per org (External Client Apps are local to their org, or come from a
+    /// package, which installs them).
+    pub fn blocked_as_uninstalled(&self, user: &User) -> bool {
+        self.kind == AppKind::ConnectedApp
+            && !self.installed_in.contains(&user.org)
+            && !user.approve_uninstalled_apps
+    }
 }
 
 /// One approval: what a refresh token stands for. Rotation replaces its refresh token.
@@ -277,6 +305,7 @@ impl SimState {
             org_id: org.id.clone(),
             active: u.active,
             approve_uninstalled_apps: u.approve_uninstalled_apps,
+            permission_sets: u.permission_sets.iter().cloned().collect(),
         })
     }
 
@@ -309,6 +338,11 @@ impl SimState {
                 .as_ref()
                 .and_then(|id| self.users.get(id).map(|u| u.username.clone())),
             require_pkce: a.require_pkce,
+            kind: a.kind,
+            require_secret_for_web_server: a.require_secret_for_web_server,
+            require_secret_for_refresh: a.require_secret_for_refresh,
+            permission_sets: a.permission_sets.iter().cloned().collect(),
+            idle_refresh_limit: a.idle_refresh_limit,
         })
     }
 
@@ -368,6 +402,7 @@ impl SimState {
                 org,
                 active: spec.active,
                 approve_uninstalled_apps: spec.approve_uninstalled_apps,
+                permission_sets: spec.permission_sets.iter().cloned().collect(),
             },
         );
         self.user_info(&id).ok_or(SimError::UnknownUser(id))
@@ -431,6 +466,11 @@ impl SimState {
                 jwt_public_key_pem: spec.jwt_public_key_pem.clone(),
                 run_as,
                 require_pkce: spec.require_pkce,
+                kind: spec.kind,
+                require_secret_for_web_server: spec.require_secret_for_web_server,
+                require_secret_for_refresh: spec.require_secret_for_refresh,
+                permission_sets: spec.permission_sets.iter().cloned().collect(),
+                idle_refresh_limit: spec.idle_refresh_limit,
             },
         );
         self.app_info(&client_id)
@@ -516,6 +556,61 @@ impl SimState {
         } else {
             app.pre_authorized.remove(&user_id);
         }
+        Ok(())
+    }
+
+    /// Selects (or clears) a permission set in the app's Permitted Users policy.
+    pub fn set_app_permission_set(
+        &mut self,
+        app: &str,
+        permission_set: &str,
+        selected: bool,
+    ) -> Result<(), SimError> {
+        let app = self.app_mut(app)?;
+        if selected {
+            app.permission_sets.insert(permission_set.to_string());
+        } else {
+            app.permission_sets.remove(permission_set);
+        }
+        Ok(())
+    }
+
+    /// Assigns (or removes) a permission set to a user.
+    pub fn set_user_permission_set(
+        &mut self,
+        user: &str,
+        permission_set: &str,
+        assigned: bool,
+    ) -> Result<(), SimError> {
+        let user = self.user_mut(user)?;
+        if assigned {
+            user.permission_sets.insert(permission_set.to_string());
+        } else {
+            user.permission_sets.remove(permission_set);
+        }
+        Ok(())
+    }
+
+    /// The ECA settings "Require secret for Web Server Flow" and "... for Refresh Token Flow".
+    pub fn set_require_secret(
+        &mut self,
+        app: &str,
+        web_server: bool,
+        refresh: bool,
+    ) -> Result<(), SimError> {
+        let app = self.app_mut(app)?;
+        app.require_secret_for_web_server = web_server;
+        app.require_secret_for_refresh = refresh;
+        Ok(())
+    }
+
+    pub fn set_require_pkce(&mut self, app: &str, required: bool) -> Result<(), SimError> {
+        self.app_mut(app)?.require_pkce = required;
+        Ok(())
+    }
+
+    pub fn set_idle_refresh_limit(&mut self, app: &str, on: bool) -> Result<(), SimError> {
+        self.app_mut(app)?.idle_refresh_limit = on;
         Ok(())
     }
 
@@ -655,6 +750,31 @@ impl SimState {
         Ok(ids.len())
     }
 
+    /// Revokes every token of an app, for every user: the "all tokens of a specific external
+    /// client app" action of the External Client Apps OAuth Usage page (Salesforce Help,
+    /// "Manage External Client App OAuth Usage"). Returns how many grants died.
+    pub fn revoke_app_tokens(&mut self, app: &str) -> Result<usize, SimError> {
+        let client_id = self.app_id(app)?;
+        let ids: Vec<u64> = self
+            .grants
+            .iter()
+            .filter(|(_, g)| !g.revoked && g.client_id == client_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.revoke_grant(*id);
+        }
+        for t in self
+            .access_tokens
+            .values_mut()
+            .filter(|t| t.client_id == client_id)
+        {
+            t.revoked = true;
+        }
+        self.consents.retain(|(_, c)| *c != client_id);
+        Ok(ids.len())
+    }
+
     /// Revokes the grant behind a refresh token (current or rotated-out).
     pub fn revoke_refresh_token(&mut self, token: &str) -> Result<(), SimError> {
         let (grant_id, _) = *self
@@ -680,24 +800,16 @@ impl SimState {
 
     /// Whether the refresh token policy has ended this grant at `now`.
     pub fn grant_policy_expired(&self, grant: &Grant, now: Millis) -> bool {
-        let Some(app) = self.apps.get(&grant.client_id) else {
+        if !self.apps.contains_key(&grant.client_id) {
             return true;
-        };
-        match app.refresh_token_policy {
-            RefreshTokenPolicy::UntilRevoked => false,
-            RefreshTokenPolicy::ExpireAfter { after } => {
-                now >= grant.created_at.saturating_add(ms(after))
-            }
-            RefreshTokenPolicy::ExpireIfUnused { unused_for } => {
-                now >= grant.last_used.saturating_add(ms(unused_for))
-            }
         }
+        self.grant_expiry(grant).is_some_and(|end| now >= end)
     }
 
     /// When the policy would end this grant, if it ever does.
     pub fn grant_expiry(&self, grant: &Grant) -> Option<Millis> {
         let app = self.apps.get(&grant.client_id)?;
-        match app.refresh_token_policy {
+        let by_policy = match app.refresh_token_policy {
             RefreshTokenPolicy::UntilRevoked => None,
             RefreshTokenPolicy::ExpireAfter { after } => {
                 Some(grant.created_at.saturating_add(ms(after)))
@@ -705,6 +817,14 @@ impl SimState {
             RefreshTokenPolicy::ExpireIfUnused { unused_for } => {
                 Some(grant.last_used.saturating_add(ms(unused_for)))
             }
+            RefreshTokenPolicy::ImmediatelyExpire => Some(grant.created_at),
+        };
+        // The ECA idle limit applies on top of every policy but "Immediately expire".
+        let idle = (app.kind == AppKind::ExternalClientApp && app.idle_refresh_limit)
+            .then(|| grant.last_used.saturating_add(ms(ECA_IDLE_REFRESH_LIMIT)));
+        match (by_policy, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

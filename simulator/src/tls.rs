@@ -17,6 +17,8 @@ use crate::error::SimError;
 pub const SERVER_NAMES: &[&str] = &[
     "login.salesforce.com",
     "test.salesforce.com",
+    // Instance hosts such as na1.salesforce.com.
+    "*.salesforce.com",
     "*.my.salesforce.com",
     "*.sandbox.my.salesforce.com",
     "*.develop.my.salesforce.com",

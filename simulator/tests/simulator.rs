@@ -801,6 +801,51 @@ async fn client_credentials_only_on_my_domain() {
 }
 
 #[tokio::test]
+async fn the_query_resource_answers_a_backup_and_counts_its_calls() {
+    let (sim, demo) = start().await;
+    let client = client(&sim);
+    let minted = sim
+        .mint_tokens("sforg-operator", &demo.user.username)
+        .expect("mint");
+    let query = format!(
+        "{}/services/data/v62.0/query?q=SELECT+Id,Name+FROM+Account",
+        minted.instance_url
+    );
+    let response = client
+        .get(&query)
+        .bearer_auth(&minted.access_token)
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["done"], true);
+    assert_eq!(body["totalSize"], 3);
+    assert_eq!(body["records"][0]["attributes"]["type"], "Account");
+
+    let no_query = format!("{}/services/data/v62.0/query", minted.instance_url);
+    let response = client
+        .get(&no_query)
+        .bearer_auth(&minted.access_token)
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    sim.revoke_user_tokens(&demo.user.username, None)
+        .expect("revoke");
+    let response = client
+        .get(&query)
+        .bearer_auth(&minted.access_token)
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(sim.call_counts().endpoint(Endpoint::Query), 3);
+    assert_eq!(sim.call_counts().endpoint(Endpoint::Limits), 0);
+}
+
+#[tokio::test]
 async fn dead_tokens_get_401_and_403() {
     let (sim, demo) = start().await;
     let client = client(&sim);

@@ -1,6 +1,12 @@
 //! The key that signs re-auth links and OAuth states: 32 random bytes in a Secret in the
 //! operator's namespace, created by whichever replica starts first, so every replica signs
 //! and verifies alike.
+//!
+//! Rotation: the Secret may also hold the previous key under [`PREVIOUS_KEY_SECRET_KEY`].
+//! Tokens name the key that signed them, so during a rollover links signed with the previous
+//! key keep working until they expire (24 hours), while everything new is signed with the
+//! current key and status gets links of the current key at once. README.md describes the
+//! steps.
 
 use std::collections::BTreeMap;
 
@@ -9,12 +15,14 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tracing::info;
 
-use super::state::{self, StateKey};
+use super::state::{self, SigningKeys, StateKey};
 
 /// The default name of the Secret holding the signing key.
 pub const DEFAULT_KEY_SECRET: &str = "sforg-operator-state-key";
 /// The key in that Secret.
 pub const KEY_SECRET_KEY: &str = "key";
+/// The previous key in that Secret, during a rollover.
+pub const PREVIOUS_KEY_SECRET_KEY: &str = "previous";
 
 /// Why the signing key is not available.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +51,7 @@ pub enum KeyError {
     },
     /// The Secret exists without a usable key.
     #[error(
-        "Secret {ns}/{name} has no {len}-byte key {KEY_SECRET_KEY:?}: delete it and the operator creates a new one (re-auth links issued so far then stop working)",
+        "Secret {ns}/{name} has no {len}-byte key {KEY_SECRET_KEY:?} (or its {PREVIOUS_KEY_SECRET_KEY:?} is not {len} bytes): delete it and the operator creates a new one (re-auth links issued so far then stop working)",
         len = state::KEY_LEN
     )]
     Invalid {
@@ -54,13 +62,13 @@ pub enum KeyError {
     },
 }
 
-/// Reads the signing key from the Secret `ns/name`, creating it with a random key when
+/// Reads the signing keys from the Secret `ns/name`, creating it with a random key when
 /// missing. Replicas starting together agree: the first create wins and the others read it.
 pub async fn load_or_create_key(
     client: &Client,
     ns: &str,
     name: &str,
-) -> Result<StateKey, KeyError> {
+) -> Result<SigningKeys, KeyError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let kube_err = |source| KeyError::Kube {
         ns: ns.to_owned(),
@@ -73,12 +81,19 @@ pub async fn load_or_create_key(
     };
     for _ in 0..5 {
         if let Some(secret) = api.get_opt(name).await.map_err(kube_err)? {
-            let bytes = secret
-                .data
-                .as_ref()
+            let data = secret.data.as_ref();
+            let bytes = data
                 .and_then(|d| d.get(KEY_SECRET_KEY))
                 .ok_or_else(invalid)?;
-            return StateKey::from_bytes(&bytes.0).map_err(|_| invalid());
+            let current = StateKey::from_bytes(&bytes.0).map_err(|_| invalid())?;
+            let previous = match data.and_then(|d| d.get(PREVIOUS_KEY_SECRET_KEY)) {
+                Some(bytes) => Some(StateKey::from_bytes(&bytes.0).map_err(|_| invalid())?),
+                None => None,
+            };
+            if previous.is_some() {
+                info!(namespace = %ns, name = %name, "state key rollover: links of the previous key are still accepted");
+            }
+            return Ok(SigningKeys::new(current, previous));
         }
         let key = StateKey::generate();
         let secret = Secret {
@@ -108,7 +123,7 @@ pub async fn load_or_create_key(
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => {
                 info!(namespace = %ns, name = %name, "created the state signing key");
-                return Ok(key);
+                return Ok(key.into());
             }
             // Another replica created it first: read theirs.
             Err(kube::Error::Api(e)) if e.code == 409 => continue,

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use url::Url;
 
-use super::state::{self, LinkClaims, Purpose, StateKey};
+use super::state::{self, LinkClaims, Purpose, SigningKeys, StateKey};
 use crate::crd::ReauthLink;
 
 /// How long a link in status works by default.
@@ -16,6 +16,9 @@ pub const DEFAULT_LINK_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The path of the OAuth callback under the public URL.
 pub const CALLBACK_PATH: &str = "/oauth/callback";
+
+/// The path of the form that accepts a login as another Salesforce user than before.
+pub const CONFIRM_USER_PATH: &str = "/reauth-confirm-user";
 
 /// A public URL that cannot serve links.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,18 +35,19 @@ pub struct Links {
     /// Its path, without a trailing slash ("" at the root).
     prefix: String,
     secure: bool,
-    key: StateKey,
+    keys: SigningKeys,
     lifetime: Duration,
 }
 
 impl Links {
     /// Links under `public_url` (the callback server's address as browsers see it), signed
-    /// with `key`, valid for `lifetime`.
+    /// with the current key of `keys`, valid for `lifetime`.
     pub fn new(
         public_url: &str,
-        key: StateKey,
+        keys: impl Into<SigningKeys>,
         lifetime: Duration,
     ) -> Result<Self, PublicUrlError> {
+        let keys = keys.into();
         let err = || PublicUrlError(public_url.to_owned());
         let url = Url::parse(public_url).map_err(|_| err())?;
         let ok = matches!(url.scheme(), "http" | "https")
@@ -61,17 +65,23 @@ impl Links {
             base,
             prefix,
             secure: url.scheme() == "https",
-            key,
+            keys,
             lifetime,
         })
     }
 
     /// The signing key (also signs the OAuth `state`).
     pub fn key(&self) -> &StateKey {
-        &self.key
+        self.keys.current()
     }
 
-    /// The `redirect_uri` to configure in the Connected App.
+    /// The keys that verify links and states: the current one and, during a rollover, the
+    /// previous one.
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    /// The `redirect_uri` to configure in the Connected App or External Client App.
     pub fn callback_url(&self) -> String {
         format!("{}{CALLBACK_PATH}", self.base)
     }
@@ -91,12 +101,29 @@ impl Links {
         self.secure
     }
 
+    /// The path of an org's link (its confirmation page) as the server sees it.
+    pub fn start_path(&self, ns: &str, name: &str) -> String {
+        format!("{}/reauth/{ns}/{name}", self.prefix)
+    }
+
+    /// The path of the form that accepts a login as another user.
+    pub fn confirm_user_path(&self) -> String {
+        format!("{}{CONFIRM_USER_PATH}", self.prefix)
+    }
+
     fn url_for(&self, ns: &str, name: &str) -> String {
         format!("{}/reauth/{ns}/{name}?t=", self.base)
     }
 
-    /// A link for the org, valid from `now` for the configured lifetime.
-    pub fn issue(&self, ns: &str, name: &str, uid: &str, now: Timestamp) -> ReauthLink {
+    /// A link for the org at `generation`, valid from `now` for the configured lifetime.
+    pub fn issue(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        generation: i64,
+        now: Timestamp,
+    ) -> ReauthLink {
         let exp = now
             .as_second()
             .saturating_add(self.lifetime.as_secs() as i64);
@@ -104,33 +131,44 @@ impl Links {
             ns: ns.to_owned(),
             name: name.to_owned(),
             uid: uid.to_owned(),
+            generation,
+            id: state::new_nonce(),
             exp,
         };
-        let token = state::sign(&self.key, Purpose::Link, &claims);
+        let token = state::sign(self.keys.current(), Purpose::Link, &claims);
         ReauthLink {
             url: format!("{}{token}", self.url_for(ns, name)),
             expires_at: Time(Timestamp::from_second(exp).unwrap_or(now)),
         }
     }
 
-    /// Whether a link (from status) is one this operator would accept now for this org: same
-    /// public URL, same key, same org, not expired, and its `expiresAt` is the token's.
+    /// Whether a link (from status) is one this operator would write now for this org: same
+    /// public URL, signed with the current key (a link of the previous key still works during
+    /// a rollover, but status gets a new one), same org and generation, not expired, and its
+    /// `expiresAt` is the token's.
     pub fn verifies(
         &self,
         link: &ReauthLink,
         ns: &str,
         name: &str,
         uid: &str,
+        generation: i64,
         now: Timestamp,
     ) -> bool {
         let Some(token) = link.url.strip_prefix(&self.url_for(ns, name)) else {
             return false;
         };
-        match state::verify::<LinkClaims>(&self.key, Purpose::Link, token, now.as_second()) {
+        match state::verify::<LinkClaims>(
+            self.keys.current(),
+            Purpose::Link,
+            token,
+            now.as_second(),
+        ) {
             Ok(c) => {
                 c.ns == ns
                     && c.name == name
                     && c.uid == uid
+                    && c.generation == generation
                     && c.exp == link.expires_at.0.as_second()
             }
             Err(_) => false,
@@ -186,26 +224,26 @@ mod tests {
     #[test]
     fn issued_links_verify_for_their_org_only() {
         let l = links("https://sforg.example.com");
-        let link = l.issue("backups", "acme", "uid-1", now());
+        let link = l.issue("backups", "acme", "uid-1", 4, now());
         assert!(
             link.url
                 .starts_with("https://sforg.example.com/reauth/backups/acme?t=")
         );
         assert_eq!(link.expires_at.0.as_second(), now().as_second() + 24 * 3600);
-        assert!(l.verifies(&link, "backups", "acme", "uid-1", now()));
+        assert!(l.verifies(&link, "backups", "acme", "uid-1", 4, now()));
         assert!(
-            !l.verifies(&link, "backups", "acme", "uid-2", now()),
+            !l.verifies(&link, "backups", "acme", "uid-2", 4, now()),
             "recreated org"
         );
-        assert!(!l.verifies(&link, "backups", "other", "uid-1", now()));
+        assert!(!l.verifies(&link, "backups", "other", "uid-1", 4, now()));
         let later = now() + k8s_openapi::jiff::SignedDuration::from_hours(25);
         assert!(
-            !l.verifies(&link, "backups", "acme", "uid-1", later),
+            !l.verifies(&link, "backups", "acme", "uid-1", 4, later),
             "expired"
         );
         let moved = links("https://new.example.com");
         assert!(
-            !moved.verifies(&link, "backups", "acme", "uid-1", now()),
+            !moved.verifies(&link, "backups", "acme", "uid-1", 4, now()),
             "new URL"
         );
         let rekeyed = Links::new(
@@ -215,13 +253,33 @@ mod tests {
         )
         .unwrap();
         assert!(
-            !rekeyed.verifies(&link, "backups", "acme", "uid-1", now()),
+            !rekeyed.verifies(&link, "backups", "acme", "uid-1", 4, now()),
             "new key"
+        );
+        assert!(
+            !l.verifies(&link, "backups", "acme", "uid-1", 5, now()),
+            "spec changed"
+        );
+        assert_ne!(
+            link.url,
+            l.issue("backups", "acme", "uid-1", 4, now()).url,
+            "each link has its own id"
+        );
+        let old_key = StateKey::from_bytes(&[3; 32]).unwrap();
+        let rolled = Links::new(
+            "https://sforg.example.com",
+            state::SigningKeys::new(StateKey::generate(), Some(old_key)),
+            DEFAULT_LINK_LIFETIME,
+        )
+        .unwrap();
+        assert!(
+            !rolled.verifies(&link, "backups", "acme", "uid-1", 4, now()),
+            "after a rollover status gets a link of the new key"
         );
         let mut edited = link.clone();
         edited.expires_at = Time(later);
         assert!(
-            !l.verifies(&edited, "backups", "acme", "uid-1", now()),
+            !l.verifies(&edited, "backups", "acme", "uid-1", 4, now()),
             "expiresAt edited"
         );
     }

@@ -206,23 +206,17 @@ pub async fn run<S: Salesforce>(
     }
 }
 
-/// Gets a new access token (refresh or mint) and stores it before anything uses it.
-async fn renew<S: Salesforce>(
+/// Asks Salesforce for a new access token: a refresh (web server flow) or a mint (headless).
+async fn new_token<S: Salesforce>(
     salesforce: &S,
-    sink: &TokenSink<'_>,
-    org: &SalesforceOrg,
-    g: &Gathered,
+    login: &str,
     creds: &Credentials,
-) -> Renewal {
-    let login = org.spec.login_url.trim_end_matches('/');
-    let used_refresh = match &g.tokens {
-        TokenFile::Present(t) => t.refresh_token.clone(),
-        _ => None,
-    };
-    let response = match creds {
+    refresh_token: Option<&SecretString>,
+) -> Result<TokenResponse, SfError> {
+    match creds {
         Credentials::WebServer(app) => {
-            let Some(rt) = used_refresh.as_ref() else {
-                return Renewal::Refused(SfError::AuthorizationLost {
+            let Some(rt) = refresh_token else {
+                return Err(SfError::AuthorizationLost {
                     reason: LostReason::Refused,
                     description: "no refresh token is stored".into(),
                 });
@@ -239,8 +233,23 @@ async fn renew<S: Salesforce>(
                 .await
         }
         Credentials::ClientCredentials(app) => salesforce.client_credentials(login, app).await,
+    }
+}
+
+/// Gets a new access token (refresh or mint) and stores it before anything uses it.
+async fn renew<S: Salesforce>(
+    salesforce: &S,
+    sink: &TokenSink<'_>,
+    org: &SalesforceOrg,
+    g: &Gathered,
+    creds: &Credentials,
+) -> Renewal {
+    let login = org.spec.login_url.trim_end_matches('/');
+    let used_refresh = match &g.tokens {
+        TokenFile::Present(t) => t.refresh_token.clone(),
+        _ => None,
     };
-    let response = match response {
+    let response = match new_token(salesforce, login, creds, used_refresh.as_ref()).await {
         Ok(r) => r,
         Err(e) => return Renewal::Refused(e),
     };

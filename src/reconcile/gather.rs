@@ -3,8 +3,11 @@
 //! remembers, and the link facts. The org's CronJobs are read by [`cronjobs`], only when the
 //! decision touches them.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
@@ -16,7 +19,7 @@ use crate::credentials;
 use crate::dependents::{self, CronJobView, Tracker};
 use crate::messages;
 use crate::reasons::{Misconfiguration, Reason};
-use crate::reauth_record::ReauthFailure;
+use crate::reauth_record::{AUTHORIZED_AT_ANNOTATION, AUTHORIZED_BY_ANNOTATION, ReauthFailure};
 use crate::token_secret;
 
 /// Reads everything the decision needs about `org` (uid `uid`) but its CronJobs.
@@ -36,6 +39,10 @@ pub async fn org(
     let ownership = token_secret::ownership(token_secret.as_ref(), &org.name_any(), uid);
     let not_ours = ownership == token_secret::Ownership::NotOurs;
     // Someone else's Secret is neither read nor written (nor its refresh token revoked).
+    let token_secret_annotations = match (&token_secret, not_ours) {
+        (Some(s), false) => s.annotations().clone(),
+        _ => BTreeMap::new(),
+    };
     let tokens = if not_ours {
         token_secret::TokenFile::Missing
     } else {
@@ -89,7 +96,19 @@ pub async fn org(
         reauth_failure: ReauthFailure::read(org.annotations()),
         memo,
         held,
+        authorized: authorized(token_secret_annotations),
     })
+}
+
+/// Who last logged in through the re-auth link, and when (annotations the callback writes
+/// together with the tokens).
+fn authorized(annotations: BTreeMap<String, String>) -> Option<(String, Time)> {
+    let by = annotations.get(AUTHORIZED_BY_ANNOTATION)?.clone();
+    let at = annotations
+        .get(AUTHORIZED_AT_ANNOTATION)?
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()?;
+    Some((by, Time(at)))
 }
 
 /// The spec's flow and interval, and its login host checked against the allowlist.
@@ -128,13 +147,15 @@ fn link_facts(
     };
     let ns = org.namespace().unwrap_or_default();
     let name = org.name_any();
+    // A link names the spec generation it was issued for: a spec change retires it.
+    let generation = org.metadata.generation.unwrap_or_default();
     LinkFacts {
         served: true,
         verifies: status
             .reauth
             .as_ref()
-            .is_some_and(|link| links.verifies(link, &ns, &name, uid, now)),
-        fresh: web_server.then(|| links.issue(&ns, &name, uid, now)),
+            .is_some_and(|link| links.verifies(link, &ns, &name, uid, generation, now)),
+        fresh: web_server.then(|| links.issue(&ns, &name, uid, generation, now)),
     }
 }
 

@@ -494,6 +494,7 @@ fn no_type_that_holds_a_token_prints_it() {
         memo: None,
         held: decide::HeldTokensState::None,
         link: Default::default(),
+        authorized: None,
     };
     let stored = Stored::Written {
         version: Some("2".into()),

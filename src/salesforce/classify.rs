@@ -99,6 +99,13 @@ pub fn token_error(code: &str, description: &str) -> SfError {
     if description_lc.contains("already being processed") {
         return transient(TransientReason::ConcurrentRefresh, &join(code, description));
     }
+    if description_lc.contains("not supported on this domain") {
+        // The login URL is not the org's My Domain: a configuration fix, not a lost
+        // authorization, whatever the error code.
+        return SfError::NotMyDomain {
+            description: sanitize(description),
+        };
+    }
     if description_lc.contains("request_limit_exceeded")
         || description_lc.contains("login_rate_exceeded")
     {
@@ -123,6 +130,145 @@ pub fn token_error(code: &str, description: &str) -> SfError {
         Some(Verdict::Transient(reason)) => transient(reason, &join(code, description)),
         None => unexpected(&join(code, description)),
     }
+}
+
+/// The grants where an app's settings decide whether the consumer secret must be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretFlow {
+    /// `grant_type=refresh_token`: "Require secret for Refresh Token Flow".
+    Refresh,
+    /// `grant_type=authorization_code`: "Require secret for Web Server Flow".
+    WebServer,
+}
+
+/// Refines a token-endpoint error by what was sent. Salesforce answers a missing secret as
+/// it answers a wrong one (`invalid_client` / `invalid client credentials`); when no secret
+/// was sent, the fix is not a new secret but either a `clientSecretRef` in the spec or
+/// clearing the app's "Require secret for ... Flow" setting, so it gets its own reason.
+pub fn refine_for_secret(error: SfError, secret_sent: bool, flow: SecretFlow) -> SfError {
+    match error {
+        SfError::AuthorizationLost {
+            reason: LostReason::InvalidClientSecret,
+            description,
+        } if !secret_sent => SfError::AuthorizationLost {
+            reason: match flow {
+                SecretFlow::Refresh => LostReason::RefreshSecretRequired,
+                SecretFlow::WebServer => LostReason::WebServerSecretRequired,
+            },
+            description,
+        },
+        other => other,
+    }
+}
+
+/// What the authorize endpoint answered to a request that nobody logs in to (the first leg
+/// of the web server flow, as `check-setup` sends it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthorizeAnswer {
+    /// A login page, or a redirect to one: the app accepts the request as sent.
+    LoginPage,
+    /// An OAuth error, on Salesforce's error page or on a redirect to the callback URL.
+    Refused {
+        /// The OAuth `error` code.
+        error: String,
+        /// Its `error_description` (sanitized and bounded).
+        description: String,
+    },
+    /// Neither: HTTP status and what was seen.
+    Unexpected(String),
+}
+
+/// Reads the authorize endpoint's answer: an error on a redirect's query (to the callback
+/// URL, or to Salesforce's own error page), an error written on an HTML page
+/// (`error=...&error_description=...`), or else a login page.
+pub fn authorize_answer(
+    status: u16,
+    location: Option<&str>,
+    body: &[u8],
+) -> Result<AuthorizeAnswer, SfError> {
+    if status == 429 {
+        return Err(transient(
+            TransientReason::RateLimited,
+            "HTTP 429 Too Many Requests",
+        ));
+    }
+    if status >= 500 {
+        let title = html_title(body)
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
+        return Err(transient(
+            TransientReason::ServerError,
+            &format!("HTTP {status} from the authorize endpoint{title}"),
+        ));
+    }
+    if (300..400).contains(&status) {
+        let Some(location) = location else {
+            return Ok(AuthorizeAnswer::Unexpected(format!(
+                "HTTP {status} without a Location"
+            )));
+        };
+        let query = location.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        return Ok(match get("error") {
+            Some(error) => AuthorizeAnswer::Refused {
+                error: sanitize(&error),
+                description: sanitize(&get("error_description").unwrap_or_default()),
+            },
+            None => AuthorizeAnswer::LoginPage,
+        });
+    }
+    let text = scanned_text(body).replace("&amp;", "&");
+    if let Some(error) = page_value(&text, "error=") {
+        let description = page_value(&text, "error_description=").unwrap_or_default();
+        return Ok(AuthorizeAnswer::Refused {
+            error: sanitize(&error),
+            description: sanitize(&description),
+        });
+    }
+    if (200..300).contains(&status) {
+        return Ok(AuthorizeAnswer::LoginPage);
+    }
+    Ok(AuthorizeAnswer::Unexpected(format!(
+        "HTTP {status}{}",
+        html_title(body)
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default()
+    )))
+}
+
+/// The form-encoded value after the first `key` on a page (which is not part of a longer
+/// name), up to the next `&`, `<`, quote or whitespace.
+fn page_value(text: &str, key: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find(key) {
+        let at = from + i;
+        let preceded = text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !preceded {
+            let rest = &text[at + key.len()..];
+            let end = rest
+                .find(|c: char| matches!(c, '&' | '<' | '"' | '\'') || c.is_whitespace())
+                .unwrap_or(rest.len());
+            let raw = &rest[..end];
+            let value: String = url::form_urlencoded::parse(format!("v={raw}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            return (!value.is_empty()).then_some(value);
+        }
+        from = at + key.len();
+    }
+    None
 }
 
 /// Whether a token endpoint answer to a JWT bearer grant says the assertion had expired
@@ -405,6 +551,7 @@ mod tests {
             SfError::AccessTokenInvalid => "AccessTokenInvalid".into(),
             SfError::AuthorizationLost { reason, .. } => format!("Lost({reason:?})"),
             SfError::Transient { reason, .. } => format!("Transient({reason:?})"),
+            SfError::NotMyDomain { .. } => "NotMyDomain".into(),
             other => format!("{other:?}"),
         }
     }
@@ -415,6 +562,7 @@ mod tests {
         use TransientReason as T;
         let lost = |r: L| format!("Lost({r:?})");
         let tr = |r: T| format!("Transient({r:?})");
+        let my_domain = || "NotMyDomain".to_owned();
         #[rustfmt::skip]
         let cases: Vec<(u16, &str, &str, String)> = vec![
             (400, "invalid_grant", "expired access/refresh token", lost(L::RefreshTokenRevoked)),
@@ -441,7 +589,9 @@ mod tests {
             // Unknown descriptions: refused for good only under a refusing error code.
             (400, "invalid_grant", "something nobody has seen", lost(L::Refused)),
             (400, "invalid_grant", "expired authorization code", lost(L::Refused)),
-            (400, "invalid_grant", "request not supported on this domain", lost(L::Refused)),
+            (400, "invalid_grant", "request not supported on this domain", my_domain()),
+            (400, "invalid_grant", "Request NOT supported on this domain", my_domain()),
+            (400, "unsupported_grant_type", "request not supported on this domain", my_domain()),
             (400, "invalid_client", "something new", lost(L::Refused)),
             (400, "unauthorized_client", "", lost(L::Refused)),
             (401, "invalid_grant", "something new", lost(L::Refused)),
@@ -458,6 +608,78 @@ mod tests {
         for (status, error, description, want) in cases {
             let got = token_response(status, JSON, &oauth(error, description)).unwrap_err();
             assert_eq!(reason_of(&got), want, "{status} {error} {description}");
+        }
+    }
+
+    #[test]
+    fn missing_secret_refusals_table() {
+        use SecretFlow as F;
+        let bad_secret = oauth("invalid_client", "invalid client credentials");
+        let auth_failure = oauth("invalid_grant", "authentication failure");
+        let revoked = oauth("invalid_grant", "expired access/refresh token");
+        #[rustfmt::skip]
+        let cases: &[(&[u8], bool, F, &str)] = &[
+            // No secret sent, refused for its credentials: the app requires a secret.
+            (&bad_secret, false, F::Refresh, "Lost(RefreshSecretRequired)"),
+            (&bad_secret, false, F::WebServer, "Lost(WebServerSecretRequired)"),
+            (&auth_failure, false, F::Refresh, "Lost(RefreshSecretRequired)"),
+            // A secret was sent: it is wrong.
+            (&bad_secret, true, F::Refresh, "Lost(InvalidClientSecret)"),
+            (&bad_secret, true, F::WebServer, "Lost(InvalidClientSecret)"),
+            // Other refusals keep their reason.
+            (&revoked, false, F::Refresh, "Lost(RefreshTokenRevoked)"),
+            (&revoked, true, F::Refresh, "Lost(RefreshTokenRevoked)"),
+        ];
+        for (body, sent, flow, want) in cases {
+            let error = token_response(400, JSON, body).unwrap_err();
+            let got = refine_for_secret(error, *sent, *flow);
+            assert_eq!(reason_of(&got), *want, "{sent} {flow:?}");
+        }
+        let transient = token_response(503, JSON, b"").unwrap_err();
+        assert_eq!(
+            reason_of(&refine_for_secret(transient, false, F::Refresh)),
+            "Transient(ServerError)"
+        );
+    }
+
+    #[test]
+    fn authorize_answers_table() {
+        let page = |error: &str, description: &str| {
+            format!(
+                "<html><p id=\"oauth_error\">error={error}&amp;error_description={}</p></html>",
+                description.replace(' ', "+")
+            )
+        };
+        let refused = |e: &str, d: &str| AuthorizeAnswer::Refused {
+            error: e.into(),
+            description: d.into(),
+        };
+        type Case<'a> = (
+            u16,
+            Option<&'a str>,
+            String,
+            Result<AuthorizeAnswer, &'a str>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            (200, None, "<html><form id=\"login_form\"></form></html>".into(), Ok(AuthorizeAnswer::LoginPage)),
+            (302, Some("https://login.salesforce.com/?startURL=%2Fsetup"), String::new(), Ok(AuthorizeAnswer::LoginPage)),
+            (400, None, page("invalid_client_id", "client identifier invalid"), Ok(refused("invalid_client_id", "client identifier invalid"))),
+            (400, None, page("redirect_uri_mismatch", "redirect_uri must match configuration"), Ok(refused("redirect_uri_mismatch", "redirect_uri must match configuration"))),
+            (302, Some("https://op.example/oauth/callback?error=invalid_request&error_description=missing+required+code+challenge&state=s"), String::new(), Ok(refused("invalid_request", "missing required code challenge"))),
+            (302, Some("https://login.salesforce.com/setup/secur/RemoteAccessErrorPage.apexp?error=OAUTH_APP_BLOCKED&error_description=this%20app%20is%20blocked%20by%20admin"), String::new(), Ok(refused("OAUTH_APP_BLOCKED", "this app is blocked by admin"))),
+            (302, None, String::new(), Ok(AuthorizeAnswer::Unexpected("HTTP 302 without a Location".into()))),
+            (404, None, "<html><title>Not Found</title></html>".into(), Ok(AuthorizeAnswer::Unexpected("HTTP 404 (Not Found)".into()))),
+            (503, None, "<html><title>Maintenance</title></html>".into(), Err("Transient(ServerError)")),
+            (429, None, String::new(), Err("Transient(RateLimited)")),
+        ];
+        for (status, location, body, want) in cases {
+            let got = authorize_answer(status, location, body.as_bytes());
+            match (&got, &want) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{status} {location:?}"),
+                (Err(e), Err(w)) => assert_eq!(reason_of(e), *w, "{status}"),
+                _ => panic!("{status} {location:?}: {got:?}, want {want:?}"),
+            }
         }
     }
 

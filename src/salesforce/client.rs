@@ -190,9 +190,9 @@ pub fn authorize_url(
 pub struct AuthorizeRequest<'a> {
     /// The org's login URL.
     pub login_url: &'a str,
-    /// The Connected App's consumer key.
+    /// The consumer key of the Connected App or External Client App.
     pub client_id: &'a str,
-    /// The callback configured in the Connected App.
+    /// The callback URL configured in the Connected App or External Client App.
     pub redirect_uri: &'a str,
     /// Scopes to ask for.
     pub scopes: &'a [&'a str],
@@ -321,6 +321,40 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
 /// Below this, a clock difference cannot explain an assertion refused as expired.
 const MIN_SKEW_SECS: i64 = 60;
 
+/// The most skew corrected by dating an assertion by Salesforce's `Date` header. An endpoint
+/// claiming a later date could otherwise obtain an assertion that stays valid far into the
+/// future; a real clock that far off needs fixing anyway.
+pub const MAX_CORRECTED_SKEW: Duration = Duration::from_secs(600);
+
+/// The `Date` header counts whole seconds and arrives a moment after the assertion was
+/// signed, so a skew of exactly [`MAX_CORRECTED_SKEW`] can read this much more.
+const DATE_ROUNDING_SECS: i64 = 2;
+
+/// The date to sign a second assertion with, after Salesforce refused one dated `ours` as
+/// expired and answered with `theirs` in its `Date` header; or why no second one is signed.
+pub fn redate_assertion(ours: i64, theirs: Option<i64>) -> Result<i64, SfError> {
+    let Some(theirs) = theirs else {
+        return Err(clock_skew(None));
+    };
+    let behind = theirs.saturating_sub(ours);
+    if behind < MIN_SKEW_SECS {
+        return Err(clock_skew(Some(behind)));
+    }
+    let max = MAX_CORRECTED_SKEW.as_secs() as i64;
+    if behind > max + DATE_ROUNDING_SECS {
+        return Err(SfError::Transient {
+            reason: TransientReason::ClockSkew,
+            detail: format!(
+                "Salesforce refused the JWT assertion as expired and its Date header is about \
+                 {behind} s ahead of this machine's clock, more than the {max} s the operator \
+                 corrects by dating an assertion by Salesforce's clock, so no assertion was \
+                 signed with that date"
+            ),
+        });
+    }
+    Ok(theirs)
+}
+
 /// A JWT assertion refused as expired because of the clocks; `behind` is how far this
 /// machine's clock is behind Salesforce's, when the answer said.
 fn clock_skew(behind: Option<i64>) -> SfError {
@@ -409,6 +443,30 @@ impl HttpSalesforce {
             state,
             login_hint,
         )
+    }
+
+    /// Opens the authorize endpoint as a browser would, without logging in, and reads what
+    /// it answers: the first leg of the web server flow, which checks the consumer key, the
+    /// callback URL, the scopes and PKCE before anyone logs in. Nothing is authorized.
+    pub async fn probe_authorize(
+        &self,
+        request: &AuthorizeRequest<'_>,
+    ) -> Result<classify::AuthorizeAnswer, SfError> {
+        let (_, verifier) = PkceCodeChallenge::new_random_sha256();
+        let verifier = SecretString::new(verifier.secret().clone());
+        let url = authorize_url_with(&self.allowlist, request, &verifier)?;
+        let request = self
+            .http
+            .get(url)
+            .header(ACCEPT, "text/html")
+            .build()
+            .map_err(|e| classify::transport_error(&e))?;
+        let received = self.send(request).await?;
+        let location = received
+            .headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        classify::authorize_answer(received.status.as_u16(), location, &received.body)
     }
 
     fn url(&self, base_url: &str, path: &str) -> Result<Url, SfError> {
@@ -668,7 +726,13 @@ impl Salesforce for HttpSalesforce {
             .request_async(&TokenTransport(self))
             .await
             .map(into_token_response)
-            .map_err(from_oauth2)
+            .map_err(|e| {
+                classify::refine_for_secret(
+                    from_oauth2(e),
+                    app.client_secret.is_some(),
+                    classify::SecretFlow::Refresh,
+                )
+            })
     }
 
     async fn jwt_bearer(
@@ -691,13 +755,9 @@ impl Salesforce for HttpSalesforce {
         // Refused as expired although fresh by our clock: it is behind Salesforce's. Nothing
         // is wrong with the authorization, so sign once more dated by Salesforce's own clock
         // (the answer's Date header) rather than leave the org without a token.
-        let Some(theirs) = received.date() else {
-            return Err(clock_skew(None));
-        };
+        // Bounded: see MAX_CORRECTED_SKEW.
+        let theirs = redate_assertion(ours, received.date())?;
         let behind = theirs - ours;
-        if behind < MIN_SKEW_SECS {
-            return Err(clock_skew(Some(behind)));
-        }
         tracing::warn!(
             seconds_behind = behind,
             "this machine's clock is behind Salesforce's: dating the JWT assertion by Salesforce's clock; fix the node's time synchronization"
@@ -716,6 +776,17 @@ impl Salesforce for HttpSalesforce {
         login_url: &str,
         app: &AppCredentials,
     ) -> Result<TokenResponse, SfError> {
+        // Salesforce refuses this grant on its shared login hosts; say so without asking
+        // (the schema refuses these too, but an org may predate it).
+        let token_url = self.url(login_url, TOKEN_PATH)?;
+        if matches!(
+            token_url.host_str(),
+            Some("login.salesforce.com" | "test.salesforce.com")
+        ) {
+            return Err(SfError::NotMyDomain {
+                description: "request not supported on this domain".to_owned(),
+            });
+        }
         let client = self.oauth_client(login_url, app)?;
         client
             .exchange_client_credentials()
@@ -743,7 +814,13 @@ impl Salesforce for HttpSalesforce {
             .request_async(&TokenTransport(self))
             .await
             .map(into_token_response)
-            .map_err(from_oauth2)
+            .map_err(|e| {
+                classify::refine_for_secret(
+                    from_oauth2(e),
+                    app.client_secret.is_some(),
+                    classify::SecretFlow::WebServer,
+                )
+            })
     }
 
     async fn revoke(&self, login_url: &str, token: &SecretString) -> Result<(), SfError> {
@@ -867,6 +944,46 @@ mod tests {
         assert_eq!(parse_http_date("yesterday"), None);
         assert!(clock_skew(Some(600)).to_string().contains("600 s behind"));
         assert!(!clock_skew(Some(5)).to_string().contains("5 s behind"));
+    }
+
+    #[test]
+    fn redating_is_bounded_to_ten_minutes() {
+        let ours = 1_700_000_000;
+        // (Salesforce's Date minus ours, re-signed?)
+        let cases: &[(Option<i64>, bool)] = &[
+            (None, false),
+            (Some(-3600), false),
+            (Some(0), false),
+            (Some(59), false),
+            (Some(60), true),
+            (Some(300), true),
+            (Some(600), true),
+            (Some(602), true),
+            (Some(603), false),
+            (Some(3600), false),
+            (Some(10 * 365 * 86_400), false),
+            (Some(i64::MAX - ours), false),
+        ];
+        for (ahead, redate) in cases {
+            let theirs = ahead.map(|a| ours + a);
+            let result = redate_assertion(ours, theirs);
+            assert_eq!(result.is_ok(), *redate, "{ahead:?}: {result:?}");
+            match result {
+                Ok(date) => assert_eq!(Some(date), theirs),
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        SfError::Transient {
+                            reason: TransientReason::ClockSkew,
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                ),
+            }
+        }
+        let far = redate_assertion(ours, Some(ours + 3600)).unwrap_err();
+        assert!(far.to_string().contains("3600 s ahead"), "{far}");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub struct Identity {
     pub username: String,
 }
 
-/// The client credentials of a Connected App.
+/// The client credentials of a Connected App or External Client App.
 #[derive(Clone, Debug)]
 pub struct AppCredentials {
     /// The consumer key.
@@ -90,9 +90,10 @@ pub enum LostReason {
     UserInactive,
     /// The user is locked out.
     UserLocked,
-    /// The Connected App is not installed in the org.
+    /// The Connected App is not installed in the org (External Client Apps are not installed
+    /// this way: a local one lives in its org, a packaged one arrives with its package).
     ConnectedAppNotInstalled,
-    /// An admin blocked the Connected App.
+    /// An admin blocked the app.
     ConnectedAppBlocked,
     /// The consumer key is unknown to Salesforce (app deleted, or not propagated yet).
     InvalidClientId,
@@ -106,6 +107,12 @@ pub enum LostReason {
     InvalidAudience,
     /// The client credentials flow has no run-as user.
     NoClientCredentialsUser,
+    /// A refresh without a consumer secret was refused: the app has "Require secret for
+    /// Refresh Token Flow" on, and the spec names no secret.
+    RefreshSecretRequired,
+    /// A code exchange without a consumer secret was refused: the app has "Require secret
+    /// for Web Server Flow" on, and the spec names no secret.
+    WebServerSecretRequired,
     /// Salesforce refused for another documented reason.
     Refused,
 }
@@ -160,6 +167,14 @@ pub enum SfError {
     /// The signing key for the JWT bearer flow is unusable.
     #[error("the JWT bearer private key is not a usable PEM RSA key: {0}")]
     BadPrivateKey(String),
+    /// `request not supported on this domain`: the grant works only on the org's My Domain
+    /// (client credentials at login.salesforce.com, or at an instance host). A spec fix,
+    /// nothing lost.
+    #[error("Salesforce answered {description:?}: this grant works only on the org's My Domain")]
+    NotMyDomain {
+        /// Salesforce's own `error_description`.
+        description: String,
+    },
 }
 
 /// The operations the operator needs from Salesforce. Behind a trait so the reconciler can be

@@ -174,6 +174,28 @@ pub fn valid_org_json(name: &str) -> serde_json::Value {
     })
 }
 
+pub mod browser;
+/// Runs `scenario(kind)` as two tests, `scenario::connected_app` and
+/// `scenario::external_client_app` (the suites that hold for either kind of Salesforce app).
+#[allow(unused_macros)]
+macro_rules! for_both_kinds {
+    ($scenario:ident) => {
+        mod $scenario {
+            use sforg_simulator::AppKind;
+
+            #[tokio::test]
+            async fn connected_app() {
+                super::$scenario(AppKind::ConnectedApp).await
+            }
+
+            #[tokio::test]
+            async fn external_client_app() {
+                super::$scenario(AppKind::ExternalClientApp).await
+            }
+        }
+    };
+}
+
 pub mod operator;
 pub mod org;
 pub mod replica;

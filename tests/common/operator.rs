@@ -21,7 +21,7 @@ use sforg_operator::dependents::HOLDERS_ANNOTATION;
 use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
 use sforg_operator::salesforce::allowlist::HostAllowlist;
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
-use sforg_simulator::{DemoOptions, DemoSeed, Simulator};
+use sforg_simulator::{AppKind, DemoOptions, DemoSeed, Simulator};
 use tokio::sync::oneshot;
 
 use super::{TEST_MANAGER, client_from, eventually, kubeconfig_path, namespace};
@@ -69,7 +69,19 @@ pub fn http_settings(sim: &Simulator) -> HttpSettings {
 impl Operator {
     /// A fresh namespace, a simulator seeded with the demo org, and a running operator.
     pub async fn start(prefix: &str) -> Self {
-        let mut op = Self::prepare(prefix).await;
+        Self::start_kind(prefix, AppKind::ConnectedApp).await
+    }
+
+    /// [`Operator::start`] with the demo app a Connected App or an External Client App.
+    pub async fn start_kind(prefix: &str, kind: AppKind) -> Self {
+        let mut op = Self::prepare_with(
+            prefix,
+            DemoOptions {
+                kind,
+                ..DemoOptions::default()
+            },
+        )
+        .await;
         op.start_controller();
         op
     }
@@ -112,6 +124,12 @@ impl Operator {
     /// loopback port (its public URL), with the demo app's callback URL set to it and the
     /// signing key in the test namespace's `sforg-operator-state-key`.
     pub async fn start_with_reauth(prefix: &str) -> Self {
+        Self::start_with_reauth_kind(prefix, AppKind::ConnectedApp).await
+    }
+
+    /// [`Operator::start_with_reauth`] with the demo app a Connected App or an External
+    /// Client App.
+    pub async fn start_with_reauth_kind(prefix: &str, kind: AppKind) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the callback port");
@@ -120,6 +138,7 @@ impl Operator {
         let options = DemoOptions {
             redirect_uris: vec![format!("{public_url}{}", callback::CALLBACK_PATH)],
             rotation: true,
+            kind,
         };
         let mut op = Self::prepare_with(prefix, options).await;
         let key = callback::load_or_create_key(&op.client, &op.ns, callback::DEFAULT_KEY_SECRET)
@@ -159,7 +178,17 @@ impl Operator {
         prefix: &str,
         rotation: bool,
     ) -> (Self, sforg_simulator::TokenResponse) {
-        let op = Self::start(prefix).await;
+        Self::with_valid_org_kind(prefix, rotation, AppKind::ConnectedApp).await
+    }
+
+    /// [`Operator::with_valid_org`] with the demo app a Connected App or an External Client
+    /// App.
+    pub async fn with_valid_org_kind(
+        prefix: &str,
+        rotation: bool,
+        kind: AppKind,
+    ) -> (Self, sforg_simulator::TokenResponse) {
+        let op = Self::start_kind(prefix, kind).await;
         op.sim
             .control()
             .set_rotation(&op.demo.app.client_id, rotation)
@@ -197,7 +226,7 @@ impl Operator {
                 ..Settings::default()
             },
             Scope {
-                namespace: Some(self.ns.clone()),
+                namespaces: vec![self.ns.clone()],
             },
             "test".into(),
             async move {
@@ -345,6 +374,24 @@ impl Operator {
             .await
             .expect("store new tokens");
         tokens
+    }
+
+    /// Registers a JWT signing key for the demo app and user in the simulator, and stores its
+    /// private key as the Secret `name` (key `tls.key`) for a jwtBearer org.
+    pub async fn create_jwt_key(&self, name: &str) {
+        let key = self
+            .sim
+            .control()
+            .enable_jwt(&self.demo.app.client_id, &self.demo.user.username)
+            .expect("jwt");
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "stringData": {"tls.key": key.private_key_pem},
+        }))
+        .expect("secret");
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("jwt key");
     }
 
     /// Stores the demo app's consumer secret.

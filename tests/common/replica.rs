@@ -56,7 +56,7 @@ impl Replica {
                             salesforce.clone(),
                             Settings::default(),
                             Scope {
-                                namespace: Some(ns.clone()),
+                                namespaces: vec![ns.clone()],
                             },
                             instance.clone(),
                             stop,

@@ -96,3 +96,17 @@ every namespace). Each rule names the code that needs it.
 {{- define "sforg-operator.leaseName" -}}
 {{- printf "%s-leader" (include "sforg-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* Where /metrics listens: every pod address, or loopback for a sidecar to publish it. */}}
+{{- define "sforg-operator.metricsListen" -}}
+{{- if eq .Values.metrics.exposure "all" }}
+{{- printf "0.0.0.0:%v" .Values.metrics.port }}
+{{- else }}
+{{- printf "127.0.0.1:%v" .Values.metrics.port }}
+{{- end }}
+{{- end }}
+
+{{/* The container port the kubelet probes: the metrics port, or the health-only port. */}}
+{{- define "sforg-operator.probePort" -}}
+{{- if eq .Values.metrics.exposure "all" }}http-metrics{{ else }}http-health{{ end }}
+{{- end }}

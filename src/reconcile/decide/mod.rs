@@ -24,6 +24,7 @@ mod tests;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::Event;
 
@@ -80,6 +81,9 @@ pub struct Gathered {
     pub held: HeldTokensState,
     /// The re-auth link's facts.
     pub link: LinkFacts,
+    /// Who last logged in through the re-auth link, and when, as the callback recorded it on
+    /// the token Secret.
+    pub authorized: Option<(String, Time)>,
 }
 
 impl std::fmt::Debug for Gathered {
@@ -239,6 +243,10 @@ pub fn outcome(
         Some(v) => status::render(&g.status, v, g.generation, now),
         None => g.status.clone(),
     };
+    if let Some((by, at)) = &g.authorized {
+        status.authorized_by = Some(by.clone());
+        status.authorized_at = Some(at.clone());
+    }
     if let Some(renew) = link::settle(g, &mut status, now) {
         requeue = requeue.min(renew.max(LINK_RENEW_MIN));
     }

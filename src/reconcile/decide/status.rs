@@ -20,6 +20,72 @@ pub fn needs_person(web_server: bool, state: Option<TokenState>) -> bool {
     web_server && matches!(state, Some(TokenState::Pending | TokenState::Expired))
 }
 
+/// What a verdict says of the token conditions: state, the three statuses, reason, message.
+struct Rendering {
+    state: TokenState,
+    valid: Status,
+    expired: Status,
+    ready: Status,
+    reason: Reason,
+    message: String,
+}
+
+/// How a verdict reads as conditions; `None` for a verdict that changes nothing.
+fn rendering(verdict: &Verdict) -> Option<Rendering> {
+    use Status::{False, True, Unknown};
+    let (state, valid, expired, ready, reason, message) = match verdict {
+        Verdict::Valid { identity, .. } => (
+            TokenState::Valid,
+            True,
+            False,
+            True,
+            Reason::TokenValid,
+            messages::valid(&identity.username, &identity.org_id),
+        ),
+        Verdict::Expired { reason, message } => (
+            TokenState::Expired,
+            False,
+            True,
+            False,
+            *reason,
+            message.clone(),
+        ),
+        Verdict::Unavailable { reason, message } => (
+            TokenState::Unknown,
+            Unknown,
+            Unknown,
+            Unknown,
+            *reason,
+            message.clone(),
+        ),
+        Verdict::Misconfigured(m) => (
+            TokenState::Unknown,
+            False,
+            False,
+            False,
+            m.reason,
+            m.message.clone(),
+        ),
+        Verdict::AwaitingAuthorization => (
+            TokenState::Pending,
+            False,
+            False,
+            False,
+            Reason::AwaitingAuthorization,
+            messages::awaiting_authorization(false).to_owned(),
+        ),
+        Verdict::RetrySoon => return None,
+    };
+    Some(Rendering {
+        state,
+        valid,
+        expired,
+        ready,
+        reason,
+        message,
+    })
+}
+
 /// Renders a verdict as the status it implies, keeping what it does not change.
 pub fn render(
     current: &SalesforceOrgStatus,
@@ -30,48 +96,16 @@ pub fn render(
     let t = Time(now);
     let mut s = current.clone();
     s.observed_generation = generation;
-    let (state, valid, expired, ready, reason, message) = match verdict {
-        Verdict::Valid { identity, .. } => (
-            TokenState::Valid,
-            Status::True,
-            Status::False,
-            Status::True,
-            Reason::TokenValid,
-            messages::valid(&identity.username, &identity.org_id),
-        ),
-        Verdict::Expired { reason, message } => (
-            TokenState::Expired,
-            Status::False,
-            Status::True,
-            Status::False,
-            *reason,
-            message.clone(),
-        ),
-        Verdict::Unavailable { reason, message } => (
-            TokenState::Unknown,
-            Status::Unknown,
-            Status::Unknown,
-            Status::Unknown,
-            *reason,
-            message.clone(),
-        ),
-        Verdict::Misconfigured(m) => (
-            TokenState::Unknown,
-            Status::False,
-            Status::False,
-            Status::False,
-            m.reason,
-            m.message.clone(),
-        ),
-        Verdict::AwaitingAuthorization => (
-            TokenState::Pending,
-            Status::False,
-            Status::False,
-            Status::False,
-            Reason::AwaitingAuthorization,
-            messages::awaiting_authorization(false).to_owned(),
-        ),
-        Verdict::RetrySoon => return s,
+    let Some(Rendering {
+        state,
+        valid,
+        expired,
+        ready,
+        reason,
+        message,
+    }) = rendering(verdict)
+    else {
+        return s;
     };
     if s.state != Some(state) {
         s.last_checked_at = Some(t.clone());

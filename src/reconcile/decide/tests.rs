@@ -56,6 +56,7 @@ fn observed(
         memo: memo.cloned(),
         held: HeldTokensState::None,
         link: LinkFacts::default(),
+        authorized: None,
     }
 }
 
@@ -242,6 +243,16 @@ fn verdict_table() {
             "ConnectedAppBlocked",
         ),
         ("inactive", lost(LostReason::UserInactive), "UserInactive"),
+        (
+            "refresh needs a secret",
+            lost(LostReason::RefreshSecretRequired),
+            "RefreshSecretRequired",
+        ),
+        (
+            "login needs a secret",
+            lost(LostReason::WebServerSecretRequired),
+            "WebServerSecretRequired",
+        ),
         (
             "outage",
             transient(TransientReason::ServerError),

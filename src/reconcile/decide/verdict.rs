@@ -159,6 +159,10 @@ pub fn of(g: &Gathered, result: &CheckResult) -> Verdict {
             Reason::HostNotAllowed,
             messages::host_not_allowed(&e.to_string()),
         )),
+        Err(SfError::NotMyDomain { description }) => Verdict::Misconfigured(Misconfiguration::new(
+            Reason::LoginUrlNotMyDomain,
+            messages::not_my_domain(description),
+        )),
         Err(SfError::BadPrivateKey(e)) => Verdict::Misconfigured(Misconfiguration::new(
             Reason::InvalidPrivateKey,
             messages::bad_private_key(&e.to_string()),
