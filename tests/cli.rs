@@ -263,9 +263,9 @@ fn run_refuses_public_suffixes_and_malformed_domains() {
 
 /// Runs `check-setup` for `name` through the simulator's proxy; returns (exit ok, stdout).
 async fn check_setup(op: &Operator, name: &str, extra: &[&str]) -> (bool, String) {
-    let ca = std::env::temp_dir().join(format!("sforg-cli-ca-{}.pem", op.ns));
-    std::fs::write(&ca, op.sim.ca_pem()).expect("write the simulator's CA");
-    let ca = ca.to_string_lossy().into_owned();
+    let ca_file = std::env::temp_dir().join(format!("sforg-cli-ca-{}.pem", op.ns));
+    std::fs::write(&ca_file, op.sim.ca_pem()).expect("write the simulator's CA");
+    let ca = ca_file.to_string_lossy().into_owned();
     let mut args = vec![
         "check-setup",
         name,
@@ -280,6 +280,7 @@ async fn check_setup(op: &Operator, name: &str, extra: &[&str]) -> (bool, String
     ];
     args.extend_from_slice(extra);
     let out = sforg(&args).await;
+    let _ = std::fs::remove_file(&ca_file);
     let (stdout, stderr) = text(&out);
     println!("{stdout}{stderr}");
     if !out.status.success() {
