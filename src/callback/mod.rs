@@ -607,6 +607,12 @@ fn cookie_name(links: &Links, name: &str) -> String {
     }
 }
 
+/// Whether this browser holds the random cookie a login (its state, or the confirmation of
+/// another user) is bound to.
+fn bound_to_this_browser(links: &Links, headers: &HeaderMap, nonce: &str, bind: &str) -> bool {
+    cookie_value(links, headers, &binding_cookie(nonce)).is_some_and(|v| state::binds(&v, bind))
+}
+
 fn binding_cookie(nonce: &str) -> String {
     format!("{COOKIE_PREFIX}{nonce}")
 }
@@ -728,9 +734,7 @@ async fn accept_user<S: Salesforce>(
         )?;
     let full = format!("{}/{}", claims.ns, claims.name);
     let fail = |r: Refusal| (r, full.clone());
-    let bound = cookie_value(&app.links, headers, &binding_cookie(&claims.nonce))
-        .is_some_and(|v| state::binds(&v, &claims.bind));
-    if !bound {
+    if !bound_to_this_browser(&app.links, headers, &claims.nonce, &claims.bind) {
         return Err(fail(Refusal::NoCookie));
     }
     let (org, web) = org_for(&app.client, &claims.ns, &claims.name, &claims.uid)
@@ -850,9 +854,7 @@ async fn check_state<S: Salesforce>(
     let key = key.clone();
     let full = format!("{}/{}", claims.ns, claims.name);
     let fail = |r: Refusal| (r, full.clone());
-    let bound = cookie_value(&app.links, headers, &binding_cookie(&claims.nonce))
-        .is_some_and(|v| state::binds(&v, &claims.bind));
-    if !bound {
+    if !bound_to_this_browser(&app.links, headers, &claims.nonce, &claims.bind) {
         return Err(fail(Refusal::NoCookie));
     }
     let (org, web) = org_for(&app.client, &claims.ns, &claims.name, &claims.uid)

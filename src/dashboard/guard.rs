@@ -10,6 +10,7 @@
 use axum::http::{HeaderMap, Method, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::{Cookie, SameSite};
 
 /// The header an action carries the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -103,10 +104,12 @@ impl Guard {
 
     /// The `Set-Cookie` value that remembers the secret in the browser.
     pub fn set_cookie(&self) -> String {
-        format!(
-            "{}={}; Path=/; HttpOnly; SameSite=Strict",
-            self.cookie, self.secret
-        )
+        Cookie::build((self.cookie.clone(), self.secret.clone()))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .build()
+            .to_string()
     }
 
     /// Whether `value` is the per-run secret.
@@ -143,9 +146,9 @@ impl Guard {
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, value)| name == self.cookie && self.is_secret(value))
+            .flat_map(Cookie::split_parse)
+            .filter_map(Result::ok)
+            .any(|c| c.name() == self.cookie && self.is_secret(c.value()))
     }
 
     /// Checks the opening request (`GET /?s=SECRET`): the right host, not sent by another
