@@ -564,15 +564,8 @@ pub fn public_url_of_link(link: &str) -> Option<String> {
 
 /// The Salesforce client `check-setup` talks through: the operator's proxy, CA and domains.
 fn check_setup_client(args: &CheckSetupArgs) -> Result<HttpSalesforce, CliError> {
-    let extra_ca_pem = match &args.extra_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            CliError::Salesforce(format!(
-                "cannot read --extra-ca-file {}: {e}",
-                path.display()
-            ))
-        })?),
-        None => None,
-    };
+    let extra_ca_pem = crate::salesforce::client::read_extra_ca(args.extra_ca_file.as_deref())
+        .map_err(CliError::Salesforce)?;
     let settings = HttpSettings {
         proxy: args.salesforce_proxy.clone(),
         extra_ca_pem,

@@ -263,13 +263,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
 /// How the operator reaches Salesforce.
 fn http_settings(args: &RunArgs, allowlist: &HostAllowlist) -> Result<HttpSettings, String> {
-    let extra_ca_pem = match &args.extra_ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| format!("cannot read --extra-ca-file {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
+    let extra_ca_pem =
+        sforg_operator::salesforce::client::read_extra_ca(args.extra_ca_file.as_deref())?;
     Ok(HttpSettings {
         proxy: args.salesforce_proxy.clone(),
         extra_ca_pem,

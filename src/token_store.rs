@@ -129,7 +129,7 @@ pub async fn store(
     if let Err(e) = write.allowlist.check(&write.response.instance_url) {
         return Stored::HostNotAllowed(e);
     }
-    let ns = secrets_namespace(org);
+    let ns = org.namespace().unwrap_or_default();
     let name = &org.spec.token_secret_ref.name;
     let uid = org.uid().unwrap_or_default();
     for attempt in 0..ATTEMPTS {
@@ -210,10 +210,6 @@ fn composed(
         annotations.insert(AUTHORIZED_AT_ANNOTATION.to_owned(), at.to_string());
     }
     secret
-}
-
-fn secrets_namespace(org: &SalesforceOrg) -> String {
-    org.namespace().unwrap_or_default()
 }
 
 /// Creates a [`token_secret::prepared`] Secret, or replaces it under its resourceVersion: a

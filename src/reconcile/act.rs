@@ -76,17 +76,17 @@ pub async fn status(
 ) -> Result<(), Error> {
     let ns = org.namespace().unwrap_or_default();
     let api: Api<SalesforceOrg> = Api::namespaced(client.clone(), &ns);
+    let wanted = serde_json::to_value(desired).unwrap_or_default();
     let body = json!({
         "apiVersion": SalesforceOrg::api_version(&()),
         "kind": SalesforceOrg::kind(&()),
-        "status": desired,
+        "status": &wanted,
     });
     let params = PatchParams::apply(crate::FIELD_MANAGER).force();
     let written = api
         .patch_status(&org.name_any(), &params, &Patch::Apply(&body))
         .await
         .map_err(Error::WriteStatus)?;
-    let wanted = serde_json::to_value(desired).unwrap_or_default();
     let got = serde_json::to_value(written.status.unwrap_or_default()).unwrap_or_default();
     let leftovers: serde_json::Map<String, serde_json::Value> = got
         .as_object()

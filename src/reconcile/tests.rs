@@ -251,6 +251,20 @@ fn context(api: Arc<Mutex<ApiState>>, log: &Log) -> Context<FakeSalesforce> {
     Context::new(client, salesforce, Settings::default(), recorder)
 }
 
+/// An API server holding the org's token Secret, and nothing written yet.
+fn api_with(secret: Secret) -> Arc<Mutex<ApiState>> {
+    Arc::new(Mutex::new(ApiState {
+        secret: Some(secret),
+        version: 1,
+        ..Default::default()
+    }))
+}
+
+/// The status the reconcile last wrote, if any.
+fn written_status(api: &Mutex<ApiState>) -> Option<Value> {
+    api.lock().ok().and_then(|s| s.status.clone())
+}
+
 fn entries(log: &Log) -> Vec<String> {
     log.lock().map(|l| l.clone()).unwrap_or_default()
 }
@@ -258,11 +272,7 @@ fn entries(log: &Log) -> Vec<String> {
 #[tokio::test]
 async fn a_renewed_token_is_stored_before_it_is_used() {
     let log = Log::default();
-    let api = Arc::new(Mutex::new(ApiState {
-        secret: Some(token_secret("dead-at")),
-        version: 1,
-        ..Default::default()
-    }));
+    let api = api_with(token_secret("dead-at"));
     let ctx = context(api.clone(), &log);
     let action = apply(&org(None), &ctx).await;
     assert!(action.is_ok(), "{action:?}");
@@ -278,7 +288,7 @@ async fn a_renewed_token_is_stored_before_it_is_used() {
             "POST Event",
         ]
     );
-    let state = api.lock().map(|s| s.status.clone()).ok().flatten();
+    let state = written_status(&api);
     assert_eq!(
         state.as_ref().and_then(|s| s["state"].as_str()),
         Some("Valid"),
@@ -289,11 +299,7 @@ async fn a_renewed_token_is_stored_before_it_is_used() {
 #[tokio::test]
 async fn an_instance_url_outside_the_allowlist_is_never_stored() {
     let log = Log::default();
-    let api = Arc::new(Mutex::new(ApiState {
-        secret: Some(token_secret("dead-at")),
-        version: 1,
-        ..Default::default()
-    }));
+    let api = api_with(token_secret("dead-at"));
     let mut ctx = context(api.clone(), &log);
     ctx.salesforce.instance_url = "https://collector.example.net";
     assert!(apply(&org(None), &ctx).await.is_ok());
@@ -324,15 +330,11 @@ async fn an_instance_url_outside_the_allowlist_is_never_stored() {
 #[tokio::test]
 async fn an_unchanged_status_writes_nothing() {
     let log = Log::default();
-    let api = Arc::new(Mutex::new(ApiState {
-        secret: Some(token_secret("live-at")),
-        version: 1,
-        ..Default::default()
-    }));
+    let api = api_with(token_secret("live-at"));
     // First pass: Pending → Valid writes the status once.
     let first = context(api.clone(), &log);
     assert!(apply(&org(None), &first).await.is_ok());
-    let written = api.lock().map(|s| s.status.clone()).ok().flatten();
+    let written = written_status(&api);
     assert!(written.is_some());
     // A fresh process checks again (no memo): the same answer writes nothing.
     let log_again = Log::default();
@@ -353,14 +355,10 @@ async fn an_unchanged_status_writes_nothing() {
 #[tokio::test]
 async fn a_status_echo_asks_nothing() {
     let log = Log::default();
-    let api = Arc::new(Mutex::new(ApiState {
-        secret: Some(token_secret("live-at")),
-        version: 1,
-        ..Default::default()
-    }));
+    let api = api_with(token_secret("live-at"));
     let ctx = context(api.clone(), &log);
     assert!(apply(&org(None), &ctx).await.is_ok());
-    let written = api.lock().map(|s| s.status.clone()).ok().flatten();
+    let written = written_status(&api);
     if let Ok(mut log) = log.lock() {
         log.clear();
     }

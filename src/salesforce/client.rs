@@ -57,6 +57,15 @@ const JWT_LIFETIME: Duration = Duration::from_secs(180);
 /// Largest response body read; Salesforce's answers are a few kilobytes.
 const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Reads the PEM file given with `--extra-ca-file`, if any, with an error that names it.
+pub fn read_extra_ca(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    path.map(|path| {
+        std::fs::read(path)
+            .map_err(|e| format!("cannot read --extra-ca-file {}: {e}", path.display()))
+    })
+    .transpose()
+}
+
 /// How the Salesforce client connects.
 #[derive(Clone)]
 pub struct HttpSettings {
