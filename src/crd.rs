@@ -301,6 +301,11 @@ pub struct SalesforceOrgStatus {
     /// CronJobs this org has suspended and will resume.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suspended_cron_jobs: Vec<String>,
+    /// The token Secret's resourceVersion this status was decided on. When it still matches
+    /// (with observedGeneration) after an operator restart, the status is current and the
+    /// org's next check waits for its slot instead of running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_version: Option<String>,
 }
 
 /// The checked form of [`AuthSpec`]: exactly one flow, as the controller needs it.

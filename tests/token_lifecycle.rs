@@ -13,8 +13,10 @@ use std::time::Duration;
 use common::eventually;
 use common::operator::{CONVERGE, Operator};
 use common::org::OrgSpec;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sforg_operator::crd::{SecretKeyRef, TokenState};
+use sforg_operator::reconcile::CHECK_ANNOTATION;
 use sforg_simulator::{
     AppKind, DEMO_PERMISSION_SET, Endpoint, Fault, FaultKind, JwtKeyPair, PermittedUsers,
     RefreshTokenPolicy,
@@ -722,4 +724,75 @@ async fn external_client_app_policies_end_connections_with_their_reasons() {
     op.expire_sessions_and_check("web").await;
     op.wait_state("web", TokenState::Expired, Some("RefreshTokenRevoked"))
         .await;
+}
+
+#[tokio::test]
+async fn a_restart_checks_only_the_orgs_whose_status_is_not_current() {
+    let mut op = Operator::start("restart").await;
+    op.ensure_app_secret().await;
+    let daily = |name: &str| op.web_org(name).check_interval("24h");
+    let labels = [("backup-of", "acme")];
+    op.create_org("acme", daily("acme").selecting(&labels).json())
+        .await;
+    op.create_org("beta", daily("beta").json()).await;
+    op.create_cronjob("nightly", &labels, false).await;
+    let acme_tokens = op.seed_tokens("acme-token", "acme").await;
+    op.seed_tokens("beta-token", "beta").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    op.wait_state("beta", TokenState::Valid, None).await;
+    // acme expires (its grant alone is revoked) and holds its CronJob.
+    op.sim
+        .control()
+        .revoke_refresh_token(&acme_tokens.refresh_token.expect("refresh token"))
+        .expect("revoke");
+    op.request_check("acme").await;
+    op.wait_state("acme", TokenState::Expired, None).await;
+    op.wait_suspended("nightly", true).await;
+
+    op.kill_controller().await;
+    // A check request just made would be answered at start: this one is taken back.
+    let forget = json!({"metadata": {"annotations": {CHECK_ANNOTATION: null}}});
+    op.orgs()
+        .patch("acme", &PatchParams::default(), &Patch::Merge(&forget))
+        .await
+        .expect("remove the check request");
+    // While the operator is down: a CronJob joins acme's selector, and beta gets new tokens.
+    op.create_cronjob("weekly", &labels, false).await;
+    op.store_new_tokens("beta").await;
+    let beta_version = op
+        .secrets()
+        .get("beta-token")
+        .await
+        .expect("secret")
+        .metadata
+        .resource_version;
+    let calls_before = op.sim.control().call_counts();
+    op.start_controller();
+
+    // acme was reconciled (it holds the new CronJob) and beta was checked (its status names
+    // the new Secret version).
+    op.wait_suspended("weekly", true).await;
+    eventually("beta checked against its new tokens", CONVERGE, || async {
+        let beta = op.orgs().get("beta").await.ok()?;
+        let status = beta.status?;
+        (status.token_secret_version == beta_version && status.state == Some(TokenState::Valid))
+            .then_some(())
+    })
+    .await;
+    let calls = op.sim.control().call_counts();
+    assert_eq!(
+        calls.endpoint(Endpoint::Token),
+        calls_before.endpoint(Endpoint::Token),
+        "acme's status is current: its refresh token is not tried again at start"
+    );
+    assert_eq!(
+        calls.endpoint(Endpoint::Userinfo) - calls_before.endpoint(Endpoint::Userinfo),
+        1,
+        "only beta, whose Secret changed, is checked"
+    );
+    let acme = op.orgs().get("acme").await.expect("org");
+    assert_eq!(
+        acme.status.map(|s| s.state),
+        Some(Some(TokenState::Expired))
+    );
 }

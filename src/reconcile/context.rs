@@ -100,7 +100,14 @@ impl<S> Context<S> {
     pub fn last_checks(&self) -> HashMap<String, Timestamp> {
         self.memos
             .lock()
-            .map(|memos| memos.iter().map(|(uid, m)| (uid.clone(), m.at)).collect())
+            .map(|memos| {
+                memos
+                    .iter()
+                    // A memo without a verdict stands for a check made before a restart.
+                    .filter(|(_, m)| m.verdict.is_some())
+                    .map(|(uid, m)| (uid.clone(), m.at))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -92,6 +92,7 @@ pub async fn org(
         tokens,
         fingerprint,
         interval: decide::jittered(interval, uid),
+        phase: decide::schedule::phase(decide::jittered(interval, uid), uid),
         keepalive: settings.keepalive,
         reauth_failure: ReauthFailure::read(org.annotations()),
         memo,

@@ -336,14 +336,24 @@ async fn an_unchanged_status_writes_nothing() {
     assert!(apply(&org(None), &first).await.is_ok());
     let written = written_status(&api);
     assert!(written.is_some());
-    // A fresh process checks again (no memo): the same answer writes nothing.
+    // A restarted process finds the status current: no check before the org's slot.
+    let log_restarted = Log::default();
+    let restarted = context(api.clone(), &log_restarted);
+    assert!(apply(&org(written.clone()), &restarted).await.is_ok());
+    assert_eq!(entries(&log_restarted), vec!["GET token Secret"]);
+    assert!(restarted.memo("uid-1").is_some_and(|m| m.verdict.is_none()));
+    // A person asks a fresh process for a check: the same answer writes no status.
     let log_again = Log::default();
     let again = context(api.clone(), &log_again);
-    assert!(apply(&org(written), &again).await.is_ok());
+    let mut requested = org(written);
+    requested
+        .annotations_mut()
+        .insert(super::CHECK_ANNOTATION.into(), "now".into());
+    assert!(apply(&requested, &again).await.is_ok());
     assert_eq!(
         entries(&log_again),
-        vec!["GET token Secret", "userinfo with live-at"],
-        "one read and one Salesforce call, no write"
+        vec!["GET token Secret", "userinfo with live-at", "POST Event"],
+        "one read, one Salesforce call and the answer's Event; no status write"
     );
     let memo = again.memo("uid-1").and_then(|m| m.verdict);
     assert!(
@@ -487,6 +497,7 @@ fn no_type_that_holds_a_token_prints_it() {
         token_secret: Some(secret),
         fingerprint: Default::default(),
         interval: std::time::Duration::from_secs(900),
+        phase: std::time::Duration::ZERO,
         keepalive: std::time::Duration::from_secs(3600),
         reauth_failure: None,
         memo: None,

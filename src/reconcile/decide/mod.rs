@@ -71,6 +71,8 @@ pub struct Gathered {
     pub fingerprint: Fingerprint,
     /// `spec.checkInterval`, jitter applied.
     pub interval: Duration,
+    /// Where in each interval the org's first check after a restart falls ([`schedule::phase`]).
+    pub phase: Duration,
     /// Refresh at least this often, so an idle-expiry policy never kills the refresh token.
     pub keepalive: Duration,
     /// The last failed login through the re-auth link, as the callback recorded it.
@@ -199,6 +201,18 @@ pub fn outcome(
     let mut memo = None;
     let (verdict, mut requeue) = match (plan, exchanged) {
         (Plan::Wait(after), _) => (g.memo.as_ref().and_then(|m| m.verdict.clone()), *after),
+        (Plan::Slot(after), _) => {
+            // As if the org had been checked one interval before its slot, so the memo's
+            // schedule takes over; the status stands, so no verdict is re-applied.
+            let back = g.interval.saturating_sub(*after);
+            memo = Some(Memo {
+                at: now.checked_sub(back).unwrap_or(now),
+                fingerprint: g.fingerprint.clone(),
+                failures: 0,
+                verdict: None,
+            });
+            (None, *after)
+        }
         (Plan::Held(verdict, after), _) => (Some(verdict.clone()), *after),
         (Plan::Settle(verdict), _) => (
             Some(verdict.clone()),
@@ -240,7 +254,14 @@ pub fn outcome(
         }
     };
     let mut status = match &verdict {
-        Some(v) => status::render(&g.status, v, g.generation, now),
+        Some(v) => {
+            let mut status = status::render(&g.status, v, g.generation, now);
+            // What the verdict was decided on, so a restarted operator can tell that this
+            // status is still current (see `schedule::current`).
+            let basis = memo.as_ref().map_or(&g.fingerprint, |m| &m.fingerprint);
+            status.token_secret_version = basis.secret_version.clone();
+            status
+        }
         None => g.status.clone(),
     };
     if let Some((by, at)) = &g.authorized {
@@ -255,7 +276,7 @@ pub fn outcome(
         events.push(events::persisted(failed_writes));
     }
     events.extend(events::transition(&g.status, &status));
-    if matches!(plan, Plan::Check(_)) && schedule::requested(g) {
+    if matches!(plan, Plan::Check(_)) && schedule::requested(g, now) {
         events.push(events::checked(&status));
     }
     Outcome {

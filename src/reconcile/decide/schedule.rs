@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::verdict::{FlowKind, Verdict};
 use super::{Gathered, HeldTokensState};
+use crate::crd::TokenState;
 use crate::messages;
 use crate::reasons::{Misconfiguration, Reason};
 use crate::token_secret::TokenFile;
@@ -50,6 +51,9 @@ pub enum Plan {
     /// Renewed tokens wait in memory because the token Secret refused them: this is what the
     /// org is, Salesforce is not asked, and the write is tried again after this long.
     Held(Verdict, Duration),
+    /// This process has not checked the org yet, but its status is [`current`]: the status
+    /// stands, and the first check waits this long, for the org's slot.
+    Slot(Duration),
 }
 
 /// Which Salesforce conversation a check is.
@@ -91,6 +95,9 @@ pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
         TokenFile::Missing => None,
         TokenFile::Present(t) => Some(t),
     };
+    if g.memo.is_none() && current(g, now) {
+        return Plan::Slot(until_slot(g.interval, g.phase, now));
+    }
     if let Some(memo) = &g.memo
         && memo.fingerprint == g.fingerprint
     {
@@ -114,13 +121,89 @@ pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
     Plan::Check(CheckKind::Validate { renew_first })
 }
 
+/// Whether the status still says what a check would: it describes this generation, a
+/// settled state (Valid or Expired), the token Secret as it is now, and no check request
+/// waits ([`unanswered_request`]); and no tokens wait in memory. Then a restarted operator
+/// (or a new leader) needs no check before the org's slot: the status was written when it
+/// last changed, and steady checks write nothing, so this rule costs no write.
+pub fn current(g: &Gathered, now: Timestamp) -> bool {
+    let s = &g.status;
+    s.observed_generation.is_some()
+        && s.observed_generation == g.generation
+        && matches!(s.state, Some(TokenState::Valid | TokenState::Expired))
+        && g.fingerprint.secret_version.is_some()
+        && s.token_secret_version == g.fingerprint.secret_version
+        && !unanswered_request(g, now)
+        && g.held == HeldTokensState::None
+}
+
 /// Whether a person asked for this check: a new check-request annotation value since the
-/// last check this process made.
-pub fn requested(g: &Gathered) -> bool {
-    g.memo.as_ref().is_some_and(|m| {
-        g.fingerprint.check_request.is_some()
-            && m.fingerprint.check_request != g.fingerprint.check_request
-    })
+/// last check this process made; or, before this process checked the org, a request
+/// [`unanswered_request`] counts as waiting.
+pub fn requested(g: &Gathered, now: Timestamp) -> bool {
+    match &g.memo {
+        Some(m) => {
+            g.fingerprint.check_request.is_some()
+                && m.fingerprint.check_request != g.fingerprint.check_request
+        }
+        None => unanswered_request(g, now),
+    }
+}
+
+/// Whether a check request may still wait for its answer, as a process that has not checked
+/// the org yet can tell without a record: one younger than the check interval (or whose
+/// value is not a timestamp) may have come while no operator ran. An older one was answered,
+/// or the org was checked since at its slot. Recording answers in status instead would cost
+/// a write per request.
+fn unanswered_request(g: &Gathered, now: Timestamp) -> bool {
+    let Some(value) = &g.fingerprint.check_request else {
+        return false;
+    };
+    // RFC 3339 (what `sforg-operator check` and the dashboard write) or Unix seconds.
+    let at = value.parse::<Timestamp>().ok().or_else(|| {
+        let secs = value.trim().parse::<i64>().ok()?;
+        Timestamp::from_second(secs).ok()
+    });
+    match at {
+        Some(at) => {
+            let age = Duration::try_from(now.duration_since(at)).unwrap_or_default();
+            age < g.interval
+        }
+        None => true,
+    }
+}
+
+/// Where in each interval an org's checks fall after a restart: a stable per-org offset,
+/// so a restarted operator checks at the steady rate rather than all orgs at once.
+pub fn phase(interval: Duration, uid: &str) -> Duration {
+    let interval_ms = interval.as_millis() as u64;
+    if interval_ms == 0 {
+        return Duration::ZERO;
+    }
+    // The high bits: the low ones already pick the jitter.
+    Duration::from_millis((fnv1a(uid) >> 20) % interval_ms)
+}
+
+/// How long from `now` until the org's next slot: the next instant whose offset within
+/// `interval` (counted from the Unix epoch) is `phase`.
+pub fn until_slot(interval: Duration, phase: Duration, now: Timestamp) -> Duration {
+    let interval_ms = interval.as_millis() as i64;
+    if interval_ms == 0 {
+        return Duration::ZERO;
+    }
+    let into = now.as_millisecond().rem_euclid(interval_ms);
+    let wait = (phase.as_millis() as i64 - into).rem_euclid(interval_ms);
+    Duration::from_millis(wait as u64)
+}
+
+/// FNV-1a: tiny, stable across releases and platforms, and good enough to spread orgs.
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 /// Backoff after consecutive transient failures: 5s, 10s, 20s ... at most 5 minutes.
@@ -135,12 +218,7 @@ pub fn backoff(failures: u32) -> Duration {
 /// A per-org jitter of up to a tenth of the interval, stable across restarts, so thousands
 /// of orgs created together do not check together.
 pub fn jittered(interval: Duration, uid: &str) -> Duration {
-    // FNV-1a: tiny, stable, and good enough to spread orgs.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in uid.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    let h = fnv1a(uid);
     let tenth = interval.as_millis() as u64 / 10;
     let extra = if tenth == 0 { 0 } else { h % tenth };
     interval.saturating_sub(Duration::from_millis(tenth / 2)) + Duration::from_millis(extra)

@@ -51,6 +51,7 @@ fn observed(
         tokens: tokens.clone(),
         fingerprint: Fingerprint::default(),
         interval: 15 * MIN,
+        phase: std::time::Duration::ZERO,
         keepalive: 24 * 60 * MIN,
         reauth_failure: None,
         memo: memo.cloned(),
@@ -856,4 +857,274 @@ fn a_skewed_clock_expires_nothing() {
 
 fn check_validate(renew_first: bool) -> Plan {
     Plan::Check(CheckKind::Validate { renew_first })
+}
+
+/// A status written after a check of generation 1 against token Secret version "7".
+fn current_status(state: TokenState) -> SalesforceOrgStatus {
+    let v = match state {
+        TokenState::Expired => Verdict::Expired {
+            reason: Reason::RefreshTokenRevoked,
+            message: "m".into(),
+        },
+        _ => Verdict::Valid {
+            identity: identity("00D000000000001AAA"),
+            instance_url: None,
+            renewed: false,
+        },
+    };
+    let mut s = status::render(&SalesforceOrgStatus::default(), &v, Some(1), now());
+    s.state = Some(state);
+    s.token_secret_version = Some("7".into());
+    s
+}
+
+fn on_secret(version: &str) -> Fingerprint {
+    Fingerprint {
+        generation: Some(1),
+        secret_version: Some(version.into()),
+        check_request: None,
+    }
+}
+
+#[test]
+fn a_current_status_needs_no_check_before_the_slot() {
+    let fresh = tokens(true, true, MIN);
+    let valid = current_status(TokenState::Valid);
+    let case = |status: &SalesforceOrgStatus, fingerprint: Fingerprint| {
+        let mut g = observed(FlowKind::WebServer, &fresh, status, None);
+        g.fingerprint = fingerprint;
+        g
+    };
+    let with = |f: &dyn Fn(&mut SalesforceOrgStatus)| {
+        let mut s = valid.clone();
+        f(&mut s);
+        s
+    };
+    let request = |value: String| Fingerprint {
+        check_request: Some(value),
+        ..on_secret("7")
+    };
+    let ago = |d: Duration| (now() - SignedDuration::try_from(d).unwrap_or_default()).to_string();
+    let cases: Vec<(&str, Gathered, bool)> = vec![
+        ("valid, same secret", case(&valid, on_secret("7")), true),
+        (
+            "expired, same secret",
+            case(&current_status(TokenState::Expired), on_secret("7")),
+            true,
+        ),
+        ("the secret changed", case(&valid, on_secret("8")), false),
+        (
+            "a status from before the version was recorded",
+            case(&with(&|s| s.token_secret_version = None), on_secret("7")),
+            false,
+        ),
+        (
+            "a spec change",
+            case(&with(&|s| s.observed_generation = Some(0)), on_secret("7")),
+            false,
+        ),
+        (
+            "pending",
+            case(
+                &with(&|s| s.state = Some(TokenState::Pending)),
+                on_secret("7"),
+            ),
+            false,
+        ),
+        (
+            "unknown",
+            case(
+                &with(&|s| s.state = Some(TokenState::Unknown)),
+                on_secret("7"),
+            ),
+            false,
+        ),
+        (
+            "a check request younger than the interval",
+            case(&valid, request(ago(MIN))),
+            false,
+        ),
+        (
+            "a check request older than the interval",
+            case(&valid, request(ago(16 * MIN))),
+            true,
+        ),
+        (
+            "an old check request in Unix seconds",
+            case(&valid, request((now().as_second() - 3600).to_string())),
+            true,
+        ),
+        (
+            "a recent check request in Unix seconds",
+            case(&valid, request(now().as_second().to_string())),
+            false,
+        ),
+        (
+            "a check request that is not a timestamp",
+            case(&valid, request("now please".into())),
+            false,
+        ),
+        (
+            "tokens held in memory",
+            Gathered {
+                held: HeldTokensState::Stored { failed_writes: 1 },
+                ..case(&valid, on_secret("7"))
+            },
+            false,
+        ),
+    ];
+    for (what, g, current) in cases {
+        assert_eq!(schedule::current(&g, now()), current, "{what}");
+        let planned = plan(&g, now());
+        assert_eq!(
+            matches!(planned, Plan::Slot(_)),
+            current,
+            "{what}: {planned:?}"
+        );
+    }
+    // A memo of this process wins over the status: the normal schedule.
+    let g = observed(
+        FlowKind::WebServer,
+        &fresh,
+        &valid,
+        Some(&memo(MIN, 0, on_secret("7"))),
+    );
+    let g = Gathered {
+        fingerprint: on_secret("7"),
+        ..g
+    };
+    assert_eq!(plan(&g, now()), Plan::Wait(14 * MIN));
+}
+
+#[test]
+fn slots_are_stable_per_org_and_spread_over_the_interval() {
+    let interval = 15 * MIN;
+    let p = schedule::phase(interval, "uid-1");
+    assert_eq!(
+        p,
+        schedule::phase(interval, "uid-1"),
+        "stable across restarts"
+    );
+    assert!(p < interval);
+    // The wait lands on the slot, whatever the time now.
+    for offset_s in [0u64, 1, 299, 899, 900, 12_345] {
+        let at = now() + SignedDuration::from_secs(offset_s as i64);
+        let wait = schedule::until_slot(interval, p, at);
+        assert!(wait < interval, "{offset_s}");
+        let slot_ms = at.as_millisecond() + wait.as_millis() as i64;
+        assert_eq!(
+            slot_ms.rem_euclid(interval.as_millis() as i64),
+            p.as_millis() as i64,
+            "{offset_s}"
+        );
+    }
+    // 10,000 orgs after a restart: at most about 1.2x the steady rate in any minute.
+    let per_minute = (0..10_000)
+        .map(|i| {
+            schedule::until_slot(
+                interval,
+                schedule::phase(interval, &format!("{i:08x}-4b2c-11ef")),
+                now(),
+            )
+        })
+        .fold([0u32; 15], |mut counts, wait| {
+            counts[(wait.as_secs() / 60) as usize] += 1;
+            counts
+        });
+    let steady = 10_000 / 15;
+    for (minute, n) in per_minute.iter().enumerate() {
+        assert!(
+            *n <= steady * 12 / 10,
+            "minute {minute}: {n} checks, steady {steady}"
+        );
+    }
+    assert_eq!(
+        schedule::until_slot(Duration::ZERO, Duration::ZERO, now()),
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn a_slot_keeps_the_status_and_hands_over_to_the_memo() {
+    let fresh = tokens(true, true, MIN);
+    let valid = current_status(TokenState::Valid);
+    let g = Gathered {
+        fingerprint: on_secret("7"),
+        ..observed(FlowKind::WebServer, &fresh, &valid, None)
+    };
+    let wait = 5 * MIN;
+    let out = outcome(&g, &Plan::Slot(wait), None, now());
+    assert_eq!(out.status, valid, "nothing is written");
+    assert_eq!(out.requeue, wait);
+    assert!(out.events.is_empty());
+    let m = out.memo.expect("a memo");
+    assert_eq!(m.verdict, None);
+    // At the slot, the memo's schedule asks for the check; before it, it waits.
+    let g = Gathered { memo: Some(m), ..g };
+    assert_eq!(
+        plan(&g, now() + SignedDuration::from_mins(1)),
+        Plan::Wait(4 * MIN)
+    );
+    assert_eq!(
+        plan(&g, now() + SignedDuration::from_mins(5)),
+        check_validate(false)
+    );
+}
+
+#[test]
+fn a_check_records_the_secret_version_it_was_decided_on() {
+    let fresh = tokens(true, true, MIN);
+    let g = Gathered {
+        fingerprint: on_secret("7"),
+        ..observed(
+            FlowKind::WebServer,
+            &fresh,
+            &SalesforceOrgStatus::default(),
+            None,
+        )
+    };
+    let renewed = Exchanged {
+        result: CheckResult {
+            outcome: Ok(identity("00D000000000001AAA")),
+            renewed: true,
+            instance_url: None,
+        },
+        secret_version: Some("8".into()),
+        not_persisted: None,
+    };
+    let out = outcome(&g, &check_validate(true), Some(&renewed), now());
+    assert_eq!(
+        out.status.token_secret_version.as_deref(),
+        Some("8"),
+        "the version after the renewal's write"
+    );
+    // After a restart, that status is current.
+    let g = Gathered {
+        status: out.status,
+        fingerprint: on_secret("8"),
+        memo: None,
+        ..g
+    };
+    assert!(schedule::current(&g, now()));
+}
+
+#[test]
+fn a_request_before_the_first_check_of_this_process_is_answered() {
+    let fresh = tokens(true, true, MIN);
+    let valid = current_status(TokenState::Valid);
+    let recent = Fingerprint {
+        check_request: Some(now().to_string()),
+        ..on_secret("7")
+    };
+    let g = Gathered {
+        fingerprint: recent.clone(),
+        ..observed(FlowKind::WebServer, &fresh, &valid, None)
+    };
+    assert!(schedule::requested(&g, now()));
+    // Once this process checked it, only a new value is a new request.
+    let g = Gathered {
+        memo: Some(memo(MIN, 0, recent)),
+        ..g
+    };
+    assert!(!schedule::requested(&g, now()));
 }
