@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{BenchResult, client, install_crd};
+use common::{BenchResult, client, delta, install_crd, writes};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
@@ -23,54 +23,6 @@ use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_simulator::{DemoSeed, Endpoint, Simulator};
-
-/// Write requests the apiserver has served, by (resource, subresource, verb).
-async fn writes(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(req).await?;
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if !line.starts_with("apiserver_request_total{") {
-            continue;
-        }
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let verb = label("verb");
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
-            continue;
-        }
-        let key = format!("{} {}{}", verb, label("resource"), {
-            let sub = label("subresource");
-            if sub.is_empty() {
-                String::new()
-            } else {
-                format!("/{sub}")
-            }
-        });
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *out.entry(key).or_insert(0.0) += value;
-    }
-    Ok(out)
-}
-
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    after
-        .iter()
-        .filter_map(|(k, v)| {
-            let d = v - before.get(k).copied().unwrap_or(0.0);
-            (d > 0.0).then(|| (k.clone(), d))
-        })
-        .collect()
-}
 
 async fn wait<F, Fut>(what: &str, mut f: F) -> BenchResult<Duration>
 where

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BenchResult, client, install_crd};
+use common::{BenchResult, client, delta, install_crd, writes};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -218,7 +218,73 @@ async fn main() -> BenchResult<()> {
             "| RSS at {big} orgs, steady (peak during the initial list and checks) | {now:.1} MiB ({peak:.1} MiB) |"
         );
         stop(op)?;
+        restart(&client, &sim, &ca, big, Duration::from_secs(3600)).await?;
     }
     let _ = std::fs::remove_file(&ca);
+    Ok(())
+}
+
+/// The operator's reconciles so far, from its `/metrics` (0 until it serves them).
+async fn reconciles() -> f64 {
+    let Ok(resp) = reqwest::get("http://127.0.0.1:9090/metrics").await else {
+        return 0.0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("sforg_reconcile_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A restart with every org Valid and its status current: how long until every org has been
+/// reconciled once (scheduled), and the Salesforce calls and API writes of the first minute,
+/// against the steady rate of `n` orgs checked once per `interval`.
+async fn restart(
+    client: &Client,
+    sim: &Simulator,
+    ca: &PathBuf,
+    n: usize,
+    interval: Duration,
+) -> BenchResult<()> {
+    let writes_before = writes(client).await?;
+    let calls_before = sim.call_counts();
+    let started = Instant::now();
+    let op = start_operator(sim, ca)?;
+    while reconciles().await < n as f64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!("{n} orgs were not all reconciled within 5 minutes").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scheduled = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(started.elapsed())).await;
+    let calls = sim.call_counts();
+    let writes = delta(&writes_before, &writes(client).await?);
+    let sf = calls.endpoint(Endpoint::Userinfo) + calls.endpoint(Endpoint::Token)
+        - calls_before.endpoint(Endpoint::Userinfo)
+        - calls_before.endpoint(Endpoint::Token);
+    let steady = n as f64 * 60.0 / interval.as_secs_f64();
+    println!(
+        "| restart at {n} Valid orgs: every org reconciled (scheduled) after start | {:.1} s |",
+        scheduled.as_secs_f64()
+    );
+    println!(
+        "| restart: Salesforce calls in the first 60 s (steady rate {steady:.0}, bound 1.2x = {:.0}) | {sf} |",
+        steady * 1.2
+    );
+    let leases = |k: &String| k.contains("leases");
+    let org_writes: f64 = writes
+        .iter()
+        .filter(|(k, _)| !leases(k))
+        .map(|(_, v)| v)
+        .sum();
+    println!(
+        "| restart: API writes in the first 60 s (leader lease renewals aside) | {org_writes:.0} {:?} |",
+        writes
+            .iter()
+            .filter(|(k, _)| !leases(k))
+            .collect::<Vec<_>>()
+    );
+    stop(op)?;
     Ok(())
 }
