@@ -273,17 +273,18 @@ async fn restart(
         steady * 1.2
     );
     let leases = |k: &String| k.contains("leases");
-    let org_writes: f64 = writes
+    let org_writes: Vec<String> = writes
         .iter()
         .filter(|(k, _)| !leases(k))
-        .map(|(_, v)| v)
-        .sum();
+        .map(|(k, v)| format!("{v:.0} {k}"))
+        .collect();
     println!(
-        "| restart: API writes in the first 60 s (leader lease renewals aside) | {org_writes:.0} {:?} |",
-        writes
-            .iter()
-            .filter(|(k, _)| !leases(k))
-            .collect::<Vec<_>>()
+        "| restart: API writes in the first 60 s (leader lease renewals aside) | {} |",
+        if org_writes.is_empty() {
+            "0".to_owned()
+        } else {
+            org_writes.join(", ")
+        }
     );
     stop(op)?;
     Ok(())
