@@ -139,7 +139,12 @@ pub fn held_after(org: &str, cronjobs: &[CronJobView], changes: &[Change]) -> Ve
 
 /// Parses the holders annotation.
 pub fn holders(cj: &CronJob) -> BTreeSet<String> {
-    cj.annotations()
+    holders_in(cj.annotations())
+}
+
+/// Parses the holders annotation out of a CronJob's annotations.
+pub fn holders_in(annotations: &std::collections::BTreeMap<String, String>) -> BTreeSet<String> {
+    annotations
         .get(HOLDERS_ANNOTATION)
         .map(|v| {
             v.split(',')

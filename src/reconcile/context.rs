@@ -1,12 +1,14 @@
 //! What reconciles share: settings, the clients, and what the process remembers between
 //! reconciles (the last check of each org, tokens the Secret refused, re-assertion backoff).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
+use tokio::sync::OnceCell;
 
 use super::decide::Memo;
 pub use super::exchange::HeldTokens;
@@ -46,6 +48,31 @@ impl Default for Settings {
     }
 }
 
+/// Which orgs held CronJobs when this controller started, per namespace, read once on first
+/// need. A process killed between suspending an org's CronJobs and writing its status leaves
+/// holds the status does not record; such an org is checked at once after a restart, as
+/// before, instead of waiting for its slot.
+#[derive(Default)]
+pub struct HoldsAtStart {
+    namespaces: Mutex<HashMap<String, Arc<OnceCell<BTreeSet<String>>>>>,
+}
+
+impl HoldsAtStart {
+    /// Whether `org` held a CronJob of `ns` at start; `read` lists the holders of `ns` the
+    /// first time `ns` is asked for.
+    pub async fn held_by<F, Fut, E>(&self, ns: &str, org: &str, read: F) -> Result<bool, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<BTreeSet<String>, E>>,
+    {
+        let cell = match self.namespaces.lock() {
+            Ok(mut namespaces) => namespaces.entry(ns.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        Ok(cell.get_or_try_init(read).await?.contains(org))
+    }
+}
+
 /// Shared state of the reconciler.
 pub struct Context<S> {
     /// The Kubernetes client.
@@ -61,6 +88,8 @@ pub struct Context<S> {
     memos: Mutex<HashMap<String, Memo>>,
     /// Re-assertions of holds against other writers, for their backoff.
     pub dependents: dependents::Tracker,
+    /// Holds found on CronJobs when this controller started.
+    pub holds_at_start: HoldsAtStart,
 }
 
 impl<S> Context<S> {
@@ -73,6 +102,7 @@ impl<S> Context<S> {
             recorder,
             memos: Mutex::default(),
             dependents: dependents::Tracker::default(),
+            holds_at_start: HoldsAtStart::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! remembers, and the link facts. The org's CronJobs are read by [`cronjobs`], only when the
 //! decision touches them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
@@ -12,9 +12,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
+use super::context::HoldsAtStart;
 use super::decide::{self, FlowKind, Gathered, HeldTokensState, LinkFacts, Memo};
 use super::{CHECK_ANNOTATION, Error, Settings};
-use crate::crd::{AuthFlow, SalesforceOrg};
+use crate::crd::{AuthFlow, SalesforceOrg, TokenState};
 use crate::credentials;
 use crate::dependents::{self, CronJobView, Tracker};
 use crate::messages;
@@ -98,6 +99,7 @@ pub async fn org(
         memo,
         held,
         authorized: authorized(token_secret_annotations),
+        unrecorded_holds: false,
     })
 }
 
@@ -182,4 +184,44 @@ pub async fn cronjobs(
         tracker,
         release_all,
     ))
+}
+
+/// Sets [`Gathered::unrecorded_holds`] for an org this process has not checked yet whose
+/// status says Valid with nothing held: whether a CronJob of its namespace carried its hold
+/// when the controller started (the namespace is read once, metadata only, a page at a time).
+pub async fn holds_at_start(
+    client: &Client,
+    holds: &HoldsAtStart,
+    org: &SalesforceOrg,
+    mut g: Gathered,
+) -> Result<Gathered, Error> {
+    let unsure = g.memo.is_none()
+        && g.status.state == Some(TokenState::Valid)
+        && g.status.suspended_cron_jobs.is_empty();
+    if !unsure {
+        return Ok(g);
+    }
+    let ns = org.namespace().unwrap_or_default();
+    g.unrecorded_holds = holds
+        .held_by(&ns, &g.name, || async {
+            let api: Api<CronJob> = Api::namespaced(client.clone(), &ns);
+            let mut holders = BTreeSet::new();
+            let mut params = ListParams::default().limit(500);
+            loop {
+                let page = api
+                    .list_metadata(&params)
+                    .await
+                    .map_err(Error::ReadCronJobs)?;
+                for cj in &page.items {
+                    holders.extend(dependents::holders_in(cj.annotations()));
+                }
+                match page.metadata.continue_ {
+                    Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                    _ => break,
+                }
+            }
+            Ok(holders)
+        })
+        .await?;
+    Ok(g)
 }

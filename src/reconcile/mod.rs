@@ -138,6 +138,7 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
     let held = exchange::flush_held(&sink, org, &uid).await?;
     let now = settings.clock.now();
     let gathered = gather::org(&secrets, settings, org, &uid, ctx.memo(&uid), held, now).await?;
+    let gathered = gather::holds_at_start(&ctx.client, &ctx.holds_at_start, org, gathered).await?;
     let plan = decide::plan(&gathered, now);
     let exchanged = match plan {
         Plan::Check(kind) => {

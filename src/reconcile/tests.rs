@@ -340,7 +340,11 @@ async fn an_unchanged_status_writes_nothing() {
     let log_restarted = Log::default();
     let restarted = context(api.clone(), &log_restarted);
     assert!(apply(&org(written.clone()), &restarted).await.is_ok());
-    assert_eq!(entries(&log_restarted), vec!["GET token Secret"]);
+    // It reads the namespace's CronJob holds once, for a hold a killed process left behind.
+    assert_eq!(
+        entries(&log_restarted),
+        vec!["GET token Secret", "LIST CronJobs"]
+    );
     assert!(restarted.memo("uid-1").is_some_and(|m| m.verdict.is_none()));
     // A person asks a fresh process for a check: the same answer writes no status.
     let log_again = Log::default();
@@ -352,7 +356,12 @@ async fn an_unchanged_status_writes_nothing() {
     assert!(apply(&requested, &again).await.is_ok());
     assert_eq!(
         entries(&log_again),
-        vec!["GET token Secret", "userinfo with live-at", "POST Event"],
+        vec![
+            "GET token Secret",
+            "LIST CronJobs",
+            "userinfo with live-at",
+            "POST Event"
+        ],
         "one read, one Salesforce call and the answer's Event; no status write"
     );
     let memo = again.memo("uid-1").and_then(|m| m.verdict);
@@ -504,6 +513,7 @@ fn no_type_that_holds_a_token_prints_it() {
         held: decide::HeldTokensState::None,
         link: Default::default(),
         authorized: None,
+        unrecorded_holds: false,
     };
     let stored = Stored::Written {
         version: Some("2".into()),

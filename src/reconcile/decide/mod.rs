@@ -86,6 +86,9 @@ pub struct Gathered {
     /// Who last logged in through the re-auth link, and when, as the callback recorded it on
     /// the token Secret.
     pub authorized: Option<(String, Time)>,
+    /// A CronJob carried this org's hold when the controller started, though the status
+    /// (Valid) records none: a process stopped in the middle of an expiry.
+    pub unrecorded_holds: bool,
 }
 
 impl std::fmt::Debug for Gathered {
@@ -292,7 +295,7 @@ pub fn outcome(
 
 /// Whether the outcome concerns the org's CronJobs: it must hold them, or it holds some.
 pub fn touches_dependents(g: &Gathered, outcome: &Outcome) -> bool {
-    outcome.mode == Mode::Hold || !g.status.suspended_cron_jobs.is_empty()
+    outcome.mode == Mode::Hold || !g.status.suspended_cron_jobs.is_empty() || g.unrecorded_holds
 }
 
 /// Adds what the org does to its CronJobs (`cronjobs` as read) to the outcome.

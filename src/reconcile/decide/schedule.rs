@@ -123,7 +123,8 @@ pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
 
 /// Whether the status still says what a check would: it describes this generation, a
 /// settled state (Valid or Expired), the token Secret as it is now, and no check request
-/// waits ([`unanswered_request`]); and no tokens wait in memory. Then a restarted operator
+/// waits ([`unanswered_request`]); and no tokens wait in memory, and no CronJob carries a
+/// hold the status does not record. Then a restarted operator
 /// (or a new leader) needs no check before the org's slot: the status was written when it
 /// last changed, and steady checks write nothing, so this rule costs no write.
 pub fn current(g: &Gathered, now: Timestamp) -> bool {
@@ -135,6 +136,7 @@ pub fn current(g: &Gathered, now: Timestamp) -> bool {
         && s.token_secret_version == g.fingerprint.secret_version
         && !unanswered_request(g, now)
         && g.held == HeldTokensState::None
+        && !g.unrecorded_holds
 }
 
 /// Whether a person asked for this check: a new check-request annotation value since the

@@ -58,6 +58,7 @@ fn observed(
         held: HeldTokensState::None,
         link: LinkFacts::default(),
         authorized: None,
+        unrecorded_holds: false,
     }
 }
 
@@ -962,6 +963,14 @@ fn a_current_status_needs_no_check_before_the_slot() {
         (
             "a check request that is not a timestamp",
             case(&valid, request("now please".into())),
+            false,
+        ),
+        (
+            "a CronJob carries a hold the status does not record",
+            Gathered {
+                unrecorded_holds: true,
+                ..case(&valid, on_secret("7"))
+            },
             false,
         ),
         (
