@@ -12,6 +12,9 @@ pub const TOKEN_VALID: &str = "TokenValid";
 pub const TOKEN_EXPIRED: &str = "TokenExpired";
 /// Condition type: the summary GitOps tools read.
 pub const READY: &str = "Ready";
+/// Condition type: the app's refresh token policy ends the authorization within a lead time
+/// (or the keep-alive cannot outrun its idle limit): a person should log in again in time.
+pub const TOKEN_EXPIRING_SOON: &str = "TokenExpiringSoon";
 /// Condition type: the org holds dependent CronJobs suspended.
 pub const DEPENDENTS_SUSPENDED: &str = "DependentsSuspended";
 

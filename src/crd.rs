@@ -69,6 +69,13 @@ pub const VERSION: &str = "v1alpha1";
         priority = 1
     ),
     printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.authorizationExpiresAt",
+        description = "When the refresh token policy ends the last authorization (a time, because kubectl shows future dates as <invalid>)",
+        priority = 1
+    ),
+    printcolumn(
         name = "Reauth",
         type_ = "string",
         json_path = ".status.reauth.url",
@@ -117,6 +124,58 @@ pub struct SalesforceOrgSpec {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("checkInterval must be a duration between 1m and 24h written with h, m and s, for example 15m or 1h30m"))]
     pub check_interval: Option<String>,
+
+    /// The refresh token policy of the Connected App or External Client App, as its Salesforce
+    /// admin set it (the operator cannot read it from Salesforce). It drives
+    /// status.authorizationExpiresAt and the TokenExpiringSoon condition. Defaults to
+    /// ValidUntilRevoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_policy: Option<RefreshTokenPolicy>,
+}
+
+/// The app's refresh token policy: `type` and, except for ValidUntilRevoked, `duration`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type == 'ValidUntilRevoked' ? !has(self.duration) : has(self.duration)").message("refreshTokenPolicy.duration is required with ExpireAfter and ExpireIfNotUsedFor, and not allowed with ValidUntilRevoked"))]
+pub struct RefreshTokenPolicy {
+    /// ValidUntilRevoked (Salesforce's default), ExpireAfter ("Expire refresh token after"
+    /// duration, counted from the login that issued it) or ExpireIfNotUsedFor ("Expire refresh
+    /// token if not used for" duration).
+    #[serde(rename = "type")]
+    pub type_: RefreshTokenPolicyType,
+    /// The policy's duration in whole days, hours, minutes and seconds, largest first, for
+    /// example 90d, 36h or 1d12h (Salesforce's "N months" is about 30d each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 40))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,5}d)?([0-9]{1,6}h)?([0-9]{1,8}m)?([0-9]{1,10}s)?$') && self.matches('[1-9]')").message("refreshTokenPolicy.duration must be whole days, hours, minutes and seconds, largest first and above zero, for example 90d, 36h or 1d12h"))]
+    pub duration: Option<String>,
+}
+
+/// The three refresh token policies Salesforce offers (besides "Immediately expire", which
+/// this operator cannot work with).
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum RefreshTokenPolicyType {
+    /// "Refresh token is valid until revoked".
+    #[default]
+    ValidUntilRevoked,
+    /// "Expire refresh token after" the duration since the login.
+    ExpireAfter,
+    /// "Expire refresh token if not used for" the duration.
+    ExpireIfNotUsedFor,
+}
+
+/// The checked form of [`RefreshTokenPolicy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TokenPolicy {
+    /// Never expires by policy.
+    #[default]
+    ValidUntilRevoked,
+    /// Expires this long after the login that issued it.
+    ExpireAfter(std::time::Duration),
+    /// Expires when not used for this long.
+    ExpireIfNotUsedFor(std::time::Duration),
 }
 
 /// The authentication flow. The CRD keeps three optional members; the CEL rule makes exactly
@@ -289,13 +348,23 @@ pub struct SalesforceOrgStatus {
     /// When a new access token was last obtained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refreshed_at: Option<Time>,
+    /// When the app's refresh token policy ends the last authorization (spec.refreshTokenPolicy
+    /// from authorizedAt); absent when it never does or when the time is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_expires_at: Option<Time>,
+    /// While TokenExpiringSoon is True: the shortest of the operator's expiry lead times
+    /// already reached (for example 7d, then 2d), so one notice can be sent per lead time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_lead_time: Option<String>,
     /// The Salesforce username whose login through the re-auth link stored the tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorized_by: Option<String>,
-    /// When that login happened.
+    /// When that login happened (for tokens stored by hand: the token Secret's
+    /// orgtokens.dev/authorized-at annotation, when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorized_at: Option<Time>,
-    /// Present while the org needs a person to log in.
+    /// Present while the org needs a person to log in, and while its authorization expires
+    /// soon (TokenExpiringSoon).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reauth: Option<ReauthLink>,
     /// CronJobs this org has suspended and will resume.
@@ -327,6 +396,9 @@ pub enum SpecError {
         "spec.auth must set exactly one of webServer, jwtBearer or clientCredentials (found {0}); update the CRD from crds/ and fix the resource"
     )]
     AuthFlowCount(usize),
+    /// refreshTokenPolicy is inconsistent or its duration did not parse.
+    #[error("spec.refreshTokenPolicy: {0}")]
+    RefreshTokenPolicy(String),
     /// checkInterval did not parse.
     #[error("spec.checkInterval {0:?} is not a duration between 1m and 24h, for example 15m")]
     CheckInterval(String),
@@ -365,6 +437,37 @@ impl SalesforceOrgSpec {
         }
         Ok(parsed.into())
     }
+
+    /// The refresh token policy, checked.
+    pub fn refresh_token_policy(&self) -> Result<TokenPolicy, SpecError> {
+        let Some(policy) = &self.refresh_token_policy else {
+            return Ok(TokenPolicy::ValidUntilRevoked);
+        };
+        let duration = policy
+            .duration
+            .as_deref()
+            .map(crate::duration::parse)
+            .transpose()
+            .map_err(|e| SpecError::RefreshTokenPolicy(e.to_string()))?;
+        let missing = || {
+            SpecError::RefreshTokenPolicy(format!(
+                "{:?} needs a duration, for example 90d",
+                policy.type_
+            ))
+        };
+        match (policy.type_, duration) {
+            (RefreshTokenPolicyType::ValidUntilRevoked, None) => Ok(TokenPolicy::ValidUntilRevoked),
+            (RefreshTokenPolicyType::ValidUntilRevoked, Some(_)) => Err(
+                SpecError::RefreshTokenPolicy("ValidUntilRevoked takes no duration".into()),
+            ),
+            (RefreshTokenPolicyType::ExpireAfter, d) => {
+                d.map(TokenPolicy::ExpireAfter).ok_or_else(missing)
+            }
+            (RefreshTokenPolicyType::ExpireIfNotUsedFor, d) => {
+                d.map(TokenPolicy::ExpireIfNotUsedFor).ok_or_else(missing)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -390,6 +493,7 @@ mod tests {
             expected_org_id: None,
             dependents: None,
             check_interval: interval.map(str::to_owned),
+            refresh_token_policy: None,
         }
     }
 
@@ -432,6 +536,46 @@ mod tests {
         for (auth, want) in cases {
             assert_eq!(auth.flow(), want, "{auth:?}");
         }
+    }
+
+    #[test]
+    fn refresh_token_policy_is_checked() {
+        use RefreshTokenPolicyType::*;
+        let day = std::time::Duration::from_secs(86_400);
+        let cases = [
+            (None, Ok(TokenPolicy::ValidUntilRevoked)),
+            (
+                Some((ValidUntilRevoked, None)),
+                Ok(TokenPolicy::ValidUntilRevoked),
+            ),
+            (
+                Some((ExpireAfter, Some("90d"))),
+                Ok(TokenPolicy::ExpireAfter(90 * day)),
+            ),
+            (
+                Some((ExpireIfNotUsedFor, Some("30d"))),
+                Ok(TokenPolicy::ExpireIfNotUsedFor(30 * day)),
+            ),
+            (Some((ValidUntilRevoked, Some("1d"))), Err(())),
+            (Some((ExpireAfter, None)), Err(())),
+            (Some((ExpireAfter, Some("90 days"))), Err(())),
+        ];
+        for (policy, want) in cases {
+            let mut s = spec(None);
+            s.refresh_token_policy = policy.map(|(type_, d)| RefreshTokenPolicy {
+                type_,
+                duration: d.map(str::to_owned),
+            });
+            assert_eq!(s.refresh_token_policy().map_err(|_| ()), want, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn the_schema_checks_policy_durations_as_the_parser_reads_them() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&SalesforceOrg::crd()).unwrap_or_default();
+        let rule = format!("self.matches('{}')", crate::duration::PATTERN);
+        assert!(crd.contains(&rule), "{rule} missing from the CRD");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod crd;
 pub mod credentials;
 pub mod dashboard;
 pub mod dependents;
+pub mod duration;
 pub mod events;
 pub mod http_server;
 pub mod leader;

@@ -101,6 +101,13 @@ struct RunArgs {
     #[arg(long, default_value = "24h", value_parser = cli::parse_duration)]
     refresh_keepalive: Duration,
 
+    /// How long before an authorization expires by its refresh token policy (the org's
+    /// spec.refreshTokenPolicy) the TokenExpiringSoon condition turns True with a re-auth
+    /// link ready, then moves to each shorter lead time (status.expiryLeadTime): a comma
+    /// separated list of days, hours, minutes or seconds, for example 7d,2d or 14d,3d,12h.
+    #[arg(long, default_value = "7d,2d", value_parser = parse_lead_times, value_name = "LIST")]
+    expiry_lead_times: LeadTimes,
+
     /// Total timeout of one Salesforce request.
     #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
     salesforce_timeout: Duration,
@@ -176,6 +183,16 @@ struct RunArgs {
     revoke_superseded_tokens: bool,
 }
 
+/// The parsed `--expiry-lead-times`, longest first.
+#[derive(Clone, Debug)]
+struct LeadTimes(Vec<Duration>);
+
+fn parse_lead_times(s: &str) -> Result<LeadTimes, String> {
+    sforg_operator::duration::parse_list(s)
+        .map(LeadTimes)
+        .map_err(|e| e.to_string())
+}
+
 /// `NAMESPACE/NAME`, or `NAME` in the operator's namespace.
 fn parse_secret_ref(s: &str) -> Result<(Option<String>, String), String> {
     let valid = |part: &str| {
@@ -213,6 +230,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let reauth = serve_callback(&args, &client, &http, &metrics, &allowlist).await?;
     let settings = Settings {
         keepalive: args.refresh_keepalive,
+        expiry_lead_times: args.expiry_lead_times.0.clone(),
         allowlist,
         reauth,
         ..Settings::default()

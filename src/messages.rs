@@ -29,7 +29,8 @@ impl Relogin {
         }
     }
 
-    fn then(self) -> &'static str {
+    /// What to do to get new tokens, as a clause ("open the re-auth link ... and log in").
+    pub fn then(self) -> &'static str {
         match self {
             Relogin::Link => "open the re-auth link in status.reauth.url and log in",
             Relogin::Manual => {
@@ -340,6 +341,126 @@ pub fn held(names: &[String]) -> String {
 
 /// Nothing held any more.
 pub const NONE_HELD: &str = "No CronJob is suspended by this org.";
+
+/// `TokenExpiringSoon` messages. Each names absolute times only (never "in 3 days"), so
+/// re-rendering the same forecast writes nothing.
+pub mod expiry {
+    use super::Relogin;
+    use crate::duration::format;
+    use k8s_openapi::jiff::Timestamp;
+    use std::time::Duration;
+
+    /// Who authorized and when, as a phrase ("the login of ann@acme.com at T").
+    fn login(by: Option<&str>, at: Timestamp) -> String {
+        match by {
+            Some(by) => format!("the login of {by} at {at}"),
+            None => format!("the authorization at {at}"),
+        }
+    }
+
+    /// The authorization expires within the lead time `lead`.
+    pub fn soon(
+        expires: Timestamp,
+        policy: &str,
+        by: Option<&str>,
+        at: Timestamp,
+        lead: Duration,
+        relogin: Relogin,
+    ) -> String {
+        format!(
+            "The refresh token of {} expires at {expires} ({policy}); the {} notice time is \
+             reached. To keep backups running, {} before then: the new login starts the policy's \
+             time again.",
+            login(by, at),
+            format(lead),
+            relogin.then()
+        )
+    }
+
+    /// The authorization expires later than the longest lead time.
+    pub fn later(expires: Timestamp, policy: &str, longest_lead: Option<Duration>) -> String {
+        match longest_lead {
+            Some(lead) => format!(
+                "The refresh token expires at {expires} ({policy}). This condition turns True {} \
+                 before then, with a re-auth link ready.",
+                format(lead)
+            ),
+            None => format!("The refresh token expires at {expires} ({policy})."),
+        }
+    }
+
+    /// "Valid until revoked".
+    pub const UNTIL_REVOKED: &str = "The app's refresh token policy is \"valid until revoked\" \
+        (spec.refreshTokenPolicy): the token expires only when revoked. Nothing to do.";
+
+    /// "Expire if not used for" `limit`, outrun by the keep-alive.
+    pub fn kept_alive(limit: Duration, keepalive: Duration) -> String {
+        format!(
+            "The app expires refresh tokens not used for {}, and the operator refreshes this one \
+             at least every {} (--refresh-keepalive, at the next check after that), so it never \
+             goes unused that long. Nothing to do.",
+            format(limit),
+            format(keepalive)
+        )
+    }
+
+    /// "Expire if not used for" `limit`, and the keep-alive is too rare to outrun it.
+    pub fn keepalive_too_long(
+        limit: Duration,
+        keepalive: Duration,
+        expires: Option<Timestamp>,
+        relogin: Relogin,
+    ) -> String {
+        let when = match expires {
+            Some(t) => format!("the token expires at {t} unless a backup uses it"),
+            None => "the token can expire between two refreshes".to_owned(),
+        };
+        format!(
+            "The app expires refresh tokens not used for {}, but the operator refreshes only every \
+             {} (--refresh-keepalive) plus up to one check interval: {when}. Set \
+             --refresh-keepalive (the chart's refreshKeepalive) well below {}, or ask the \
+             Salesforce admin for a longer limit; meanwhile {} in time.",
+            format(limit),
+            format(keepalive),
+            format(limit),
+            relogin.then()
+        )
+    }
+
+    /// The policy expires the token, but the login time is unknown.
+    pub fn unknown(policy: &str) -> String {
+        format!(
+            "The refresh token expires by policy ({policy}), but when it was authorized is not \
+             known: the tokens were stored by hand. Set the annotation \
+             orgtokens.dev/authorized-at on the token Secret to that login's time (RFC 3339, for \
+             example 2026-01-31T09:00:00Z), or log in through a re-auth link once."
+        )
+    }
+
+    /// A flow that needs no person.
+    pub const NO_REFRESH_TOKEN: &str = "This org's flow (JWT bearer or client credentials) \
+        gets new tokens without a person; no refresh token expires.";
+
+    /// The org waits for its first login.
+    pub const PENDING: &str = "No tokens yet: nothing can expire before the first login.";
+
+    /// The org is already expired.
+    pub const EXPIRED: &str =
+        "The authorization has already ended: see the TokenExpired condition for what to do.";
+
+    /// The spec's policy is invalid.
+    pub const INVALID: &str =
+        "spec.refreshTokenPolicy is invalid: see the Ready condition for what to fix.";
+
+    /// The policy in words.
+    pub fn policy(expire_after: bool, n: Duration) -> String {
+        if expire_after {
+            format!("policy: expire after {} from login", format(n))
+        } else {
+            format!("policy: expire if not used for {}", format(n))
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -78,6 +78,22 @@ pub enum Reason {
     ResumedByAnotherWriter,
     /// `DependentsSuspended`: nothing is held any more.
     NoneHeld,
+    /// `TokenExpiringSoon`: the authorization expires within a lead time.
+    ExpiringSoon,
+    /// `TokenExpiringSoon`: the authorization expires, but later than the longest lead time.
+    ExpiresLater,
+    /// `TokenExpiringSoon`: the policy is "valid until revoked".
+    ValidUntilRevoked,
+    /// `TokenExpiringSoon`: "expire if not used for" N, and the keep-alive refresh runs more
+    /// often than N.
+    KeptAlive,
+    /// `TokenExpiringSoon`: "expire if not used for" N, and the keep-alive refresh is too rare
+    /// to outrun it.
+    KeepAliveTooLong,
+    /// `TokenExpiringSoon`: the policy expires, but when the authorization happened is unknown.
+    ExpiryUnknown,
+    /// `TokenExpiringSoon`: a headless flow gets tokens without a person; nothing expires.
+    NoRefreshToken,
 }
 
 impl Reason {
@@ -117,6 +133,13 @@ impl Reason {
             Reason::TokenExpired => "TokenExpired",
             Reason::ResumedByAnotherWriter => "ResumedByAnotherWriter",
             Reason::NoneHeld => "NoneHeld",
+            Reason::ExpiringSoon => "ExpiringSoon",
+            Reason::ExpiresLater => "ExpiresLater",
+            Reason::ValidUntilRevoked => "ValidUntilRevoked",
+            Reason::KeptAlive => "KeptAlive",
+            Reason::KeepAliveTooLong => "KeepAliveTooLong",
+            Reason::ExpiryUnknown => "ExpiryUnknown",
+            Reason::NoRefreshToken => "NoRefreshToken",
         }
     }
 }
@@ -203,6 +226,8 @@ mod tests {
             Reason::AuthorizationRefused,
             Reason::TokenSecretNotOwned,
             Reason::NoneHeld,
+            Reason::ExpiringSoon,
+            Reason::KeptAlive,
         ] {
             let json = serde_json::to_string(&reason).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

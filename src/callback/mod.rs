@@ -15,7 +15,8 @@
 //! validates the org, makes it Valid and resumes its CronJobs: the callback never writes
 //! status, the reconciler stays its only writer.
 //!
-//! A link works only while its org waits for a person (Pending or Expired), for the uid and
+//! A link works only while its org waits for a person (Pending or Expired) or its
+//! authorization expires soon (`TokenExpiringSoon`), for the uid and
 //! generation it was issued for, and once: the login that succeeds through it records its id
 //! on the token Secret. A login as another Salesforce user than the org was connected as
 //! stores nothing until the person confirms on a page that says so (see `another_user`),
@@ -87,6 +88,8 @@ use state::{ConfirmUserClaims, CsrfClaims, LinkClaims, LinkRef, Purpose, StateCl
 
 /// Event reason when an org is connected as another Salesforce user than before.
 pub const AUTHORIZED_USER_CHANGED: &str = "AuthorizedUserChanged";
+/// The reason of the Event of every successful login through a re-auth link.
+pub const REAUTHORIZED: &str = "Reauthorized";
 /// How long a person has between opening the link and coming back from Salesforce.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
 /// The authorize request's prompt: a person logs in and approves, every time, so they see
@@ -248,7 +251,7 @@ enum Refusal {
     )]
     LinkOutdated(String),
     #[error(
-        "SalesforceOrg {0} does not need a login: it is connected (or being checked), and its re-auth links work only while it waits for a person. Nothing was changed. To connect it again deliberately, revoke its token in Salesforce (Setup, Connected Apps OAuth Usage) and ask for a check (sforg-operator check {0}): it turns Expired with a new link."
+        "SalesforceOrg {0} does not need a login: it is connected (or being checked), and its re-auth links work only while it waits for a person or its authorization expires soon. Nothing was changed. To connect it again deliberately, revoke its token in Salesforce (Setup, Connected Apps OAuth Usage) and ask for a check (sforg-operator check {0}): it turns Expired with a new link."
     )]
     NotNeeded(String),
     #[error(
@@ -539,14 +542,19 @@ async fn check_link<S: Salesforce>(
     })
 }
 
-/// A link works only while its org waits for a person, for the spec it was issued for.
+/// A link works only while its org waits for a person (Pending or Expired) or its
+/// authorization expires soon (`TokenExpiringSoon` True), for the spec it was issued for.
 fn still_needed(org: &SalesforceOrg, generation: i64) -> Result<(), Refusal> {
     let name = org.name_any();
     if org.metadata.generation.unwrap_or_default() != generation {
         return Err(Refusal::LinkOutdated(name));
     }
-    let state = org.status.as_ref().and_then(|s| s.state);
-    if !matches!(state, Some(TokenState::Pending | TokenState::Expired)) {
+    let status = org.status.clone().unwrap_or_default();
+    let waiting = matches!(
+        status.state,
+        Some(TokenState::Pending | TokenState::Expired)
+    );
+    if !waiting && !crate::reconcile::decide::forecast::expiring_soon(&status) {
         return Err(Refusal::NotNeeded(name));
     }
     Ok(())
@@ -992,6 +1000,7 @@ async fn finish<S: Salesforce>(
         .map_err(fail)?;
     let full = &c.full;
     info!(org = %full, org_id = %identity.org_id, username = %identity.username, "re-authorized: new tokens stored");
+    reauthorized_event(app, &c.org, &identity, now).await;
     if let Some(previous) = previous.filter(|p| !p.eq_ignore_ascii_case(&identity.username)) {
         user_changed_event(app, &c.org, &previous, &identity.username).await;
     }
@@ -1084,6 +1093,48 @@ async fn another_user<S: Salesforce>(
     )
 }
 
+/// The recorder of the callback's Events.
+fn recorder<S: Salesforce>(app: &CallbackState<S>) -> Recorder {
+    Recorder::new(
+        app.client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "sforg-operator".into(),
+            instance: None,
+        },
+    )
+}
+
+/// The Event of every successful login through a link: who, when, which org.
+async fn reauthorized_event<S: Salesforce>(
+    app: &CallbackState<S>,
+    org: &SalesforceOrg,
+    identity: &Identity,
+    now: i64,
+) {
+    let at = k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default();
+    recorder(app)
+        .publish(
+            &reauthorized(&identity.username, at, &identity.org_id),
+            &kube::Resource::object_ref(org, &()),
+        )
+        .await;
+}
+
+/// The Event "re-authorized by USER at TIME (org ID)".
+fn reauthorized(
+    user: &str,
+    at: k8s_openapi::jiff::Timestamp,
+    org_id: &str,
+) -> kube::runtime::events::Event {
+    kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: REAUTHORIZED.into(),
+        note: Some(format!("Re-authorized by {user} at {at} ({org_id})")),
+        action: "Reauthorize".into(),
+        secondary: None,
+    }
+}
+
 /// An Event on the org: it is now connected as another Salesforce user.
 async fn user_changed_event<S: Salesforce>(
     app: &CallbackState<S>,
@@ -1091,14 +1142,8 @@ async fn user_changed_event<S: Salesforce>(
     previous: &str,
     user: &str,
 ) {
-    use kube::runtime::events::{Event, EventType, Reporter};
-    let recorder = Recorder::new(
-        app.client.clone(),
-        Reporter {
-            controller: "sforg-operator".into(),
-            instance: None,
-        },
-    );
+    use kube::runtime::events::{Event, EventType};
+    let recorder = recorder(app);
     let event = Event {
         type_: EventType::Warning,
         reason: AUTHORIZED_USER_CHANGED.into(),
@@ -1297,6 +1342,18 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn the_reauthorized_event_says_who_when_and_which_org() {
+        let at = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap_or_default();
+        let event = reauthorized("ann@acme.com", at, "00D000000000001AAA");
+        assert_eq!(event.reason, REAUTHORIZED);
+        assert_eq!(event.type_, kube::runtime::events::EventType::Normal);
+        assert_eq!(
+            event.note.as_deref(),
+            Some("Re-authorized by ann@acme.com at 2027-01-15T08:00:00Z (00D000000000001AAA)")
+        );
     }
 
     #[test]

@@ -18,12 +18,21 @@ use crate::dependents;
 use crate::events::Recorder;
 use crate::salesforce::allowlist::HostAllowlist;
 
+/// The default expiry lead times: 7 and 2 days.
+pub const DEFAULT_EXPIRY_LEAD_TIMES: [Duration; 2] = [
+    Duration::from_secs(7 * 86_400),
+    Duration::from_secs(2 * 86_400),
+];
+
 /// Operator-wide settings for reconciling.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Refresh a web server org's token at least this often, even when the access token still
     /// works, so that an "expire if unused" policy never kills the refresh token.
     pub keepalive: Duration,
+    /// How long before an authorization's forecast expiry TokenExpiringSoon turns True, then
+    /// moves to the next stage: longest first (7d, 2d by default).
+    pub expiry_lead_times: Vec<Duration>,
     /// Hosts that may receive credentials.
     pub allowlist: HostAllowlist,
     /// Re-auth links for status, when the operator has a public URL for its callback server.
@@ -40,6 +49,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             keepalive: Duration::from_secs(24 * 3600),
+            expiry_lead_times: DEFAULT_EXPIRY_LEAD_TIMES.to_vec(),
             allowlist: HostAllowlist::default(),
             reauth: None,
             clock: Clock::system(),

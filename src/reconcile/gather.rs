@@ -98,20 +98,24 @@ pub async fn org(
         reauth_failure: ReauthFailure::read(org.annotations()),
         memo,
         held,
-        authorized: authorized(token_secret_annotations),
+        authorized_by: token_secret_annotations
+            .get(AUTHORIZED_BY_ANNOTATION)
+            .cloned(),
+        authorized_at: authorized_at(&token_secret_annotations),
+        policy: org.spec.refresh_token_policy().ok(),
+        lead_times: settings.expiry_lead_times.clone(),
         unrecorded_holds: false,
     })
 }
 
-/// Who last logged in through the re-auth link, and when (annotations the callback writes
-/// together with the tokens).
-fn authorized(annotations: BTreeMap<String, String>) -> Option<(String, Time)> {
-    let by = annotations.get(AUTHORIZED_BY_ANNOTATION)?.clone();
-    let at = annotations
+/// When the tokens were authorized: the annotation the callback writes together with the
+/// tokens, or that a person sets on tokens stored by hand (RFC 3339).
+fn authorized_at(annotations: &BTreeMap<String, String>) -> Option<Time> {
+    annotations
         .get(AUTHORIZED_AT_ANNOTATION)?
         .parse::<k8s_openapi::jiff::Timestamp>()
-        .ok()?;
-    Some((by, Time(at)))
+        .ok()
+        .map(Time)
 }
 
 /// The spec's flow and interval, and its login host checked against the allowlist.
@@ -123,6 +127,7 @@ fn checked_spec(
         |e: &dyn std::fmt::Display| Misconfiguration::new(Reason::InvalidSpec, e.to_string());
     let flow = org.spec.auth.flow().map_err(|e| invalid(&e))?;
     let interval = org.spec.check_interval().map_err(|e| invalid(&e))?;
+    org.spec.refresh_token_policy().map_err(|e| invalid(&e))?;
     settings.allowlist.check(&org.spec.login_url).map_err(|e| {
         Misconfiguration::new(Reason::HostNotAllowed, format!("spec.loginUrl: {e}"))
     })?;

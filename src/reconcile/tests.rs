@@ -512,7 +512,10 @@ fn no_type_that_holds_a_token_prints_it() {
         memo: None,
         held: decide::HeldTokensState::None,
         link: Default::default(),
-        authorized: None,
+        authorized_by: None,
+        authorized_at: None,
+        policy: None,
+        lead_times: Vec::new(),
         unrecorded_holds: false,
     };
     let stored = Stored::Written {

@@ -3,8 +3,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use sforg_operator::crd::{
-    AuthSpec, ClientCredentialsAuth, Dependents, JwtBearerAuth, SalesforceOrgSpec, SecretKeyRef,
-    TokenSecretRef, WebServerAuth,
+    AuthSpec, ClientCredentialsAuth, Dependents, JwtBearerAuth, RefreshTokenPolicy,
+    RefreshTokenPolicyType, SalesforceOrgSpec, SecretKeyRef, TokenSecretRef, WebServerAuth,
 };
 
 /// The consumer secret the harness stores for the demo app (`Operator::ensure_app_secret`).
@@ -39,6 +39,7 @@ impl OrgSpec {
             expected_org_id: None,
             dependents: None,
             check_interval: None,
+            refresh_token_policy: None,
         })
     }
 
@@ -115,6 +116,19 @@ impl OrgSpec {
     /// `spec.checkInterval`.
     pub fn check_interval(mut self, interval: &str) -> Self {
         self.0.check_interval = Some(interval.into());
+        self
+    }
+
+    /// `spec.refreshTokenPolicy`.
+    pub fn refresh_token_policy(
+        mut self,
+        type_: RefreshTokenPolicyType,
+        duration: Option<&str>,
+    ) -> Self {
+        self.0.refresh_token_policy = Some(RefreshTokenPolicy {
+            type_,
+            duration: duration.map(str::to_owned),
+        });
         self
     }
 

@@ -1,5 +1,6 @@
-//! The re-auth link in `status.reauth`: written while a web server org needs a person,
-//! renewed before it expires or when it no longer verifies, removed once the org is Valid.
+//! The re-auth link in `status.reauth`: written while a web server org needs a person or its
+//! authorization expires soon (`TokenExpiringSoon`), renewed before it expires or when it no
+//! longer verifies, removed once the org is Valid and not expiring soon.
 
 use std::time::Duration;
 
@@ -38,26 +39,29 @@ pub fn renew_in(link: &ReauthLink, now: Timestamp) -> Duration {
     )
 }
 
-/// Decides `status.reauth` from the state the status is about to have. An Unknown org (an
-/// outage) keeps a link it has but gets no new one. Writing only on these changes keeps
-/// steady reconciles from writing status.
+/// Decides `status.reauth` from the state the status is about to have and whether its
+/// authorization expires soon. An Unknown org (an outage) keeps a link it has but gets no new
+/// one, unless it expires soon. Writing only on these changes keeps steady reconciles from
+/// writing status.
 pub fn plan(
     web_server: bool,
     links: bool,
     state: Option<TokenState>,
+    expiring_soon: bool,
     current: Option<&ReauthLink>,
     current_verifies: bool,
     now: Timestamp,
 ) -> LinkPlan {
     let usable = current.is_some_and(|l| current_verifies && !renew_due(l, now));
-    if !web_server || !links || state == Some(TokenState::Valid) {
+    let wanted = needs_person(web_server, state) || (web_server && expiring_soon);
+    if !web_server || !links || (state == Some(TokenState::Valid) && !wanted) {
         return if current.is_some() {
             LinkPlan::Remove
         } else {
             LinkPlan::Keep
         };
     }
-    if !needs_person(web_server, state) && current.is_none() {
+    if !wanted && current.is_none() {
         return LinkPlan::Keep;
     }
     if usable {
@@ -77,6 +81,7 @@ pub fn settle(g: &Gathered, status: &mut SalesforceOrgStatus, now: Timestamp) ->
         g.web_server,
         g.link.served,
         status.state,
+        super::forecast::expiring_soon(status),
         status.reauth.as_ref(),
         verifies,
         now,

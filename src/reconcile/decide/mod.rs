@@ -4,6 +4,7 @@
 //! - [`schedule`]: whether to ask Salesforce now ([`plan`]).
 //! - [`verdict`]: what the org is from Salesforce's answer, and the org-pinning rule.
 //! - [`status`]: that verdict as status and conditions.
+//! - [`forecast`]: when the authorization expires by policy, and `TokenExpiringSoon`.
 //! - [`link`]: the re-auth link in status.
 //! - [`held`]: tokens held in memory because the Secret refused them.
 //! - [`events`]: the Events of a reconcile.
@@ -12,6 +13,7 @@
 //! changes once the CronJobs are read (only when the outcome touches them).
 
 pub mod events;
+pub mod forecast;
 pub mod held;
 pub mod link;
 pub mod schedule;
@@ -31,7 +33,7 @@ use kube::runtime::events::Event;
 pub use schedule::{CheckKind, Fingerprint, Memo, Plan, backoff, jittered, plan};
 pub use verdict::{CheckResult, FlowKind, Verdict};
 
-use crate::crd::{ReauthLink, SalesforceOrgStatus, TokenState};
+use crate::crd::{ReauthLink, SalesforceOrgStatus, TokenPolicy, TokenState};
 use crate::credentials::Credentials;
 use crate::dependents::{self, Change, CronJobView, Mode};
 use crate::reasons::Misconfiguration;
@@ -83,9 +85,15 @@ pub struct Gathered {
     pub held: HeldTokensState,
     /// The re-auth link's facts.
     pub link: LinkFacts,
-    /// Who last logged in through the re-auth link, and when, as the callback recorded it on
-    /// the token Secret.
-    pub authorized: Option<(String, Time)>,
+    /// Who last logged in through the re-auth link, as the callback recorded it on the token
+    /// Secret.
+    pub authorized_by: Option<String>,
+    /// When: the callback's record, or the annotation a person set on tokens stored by hand.
+    pub authorized_at: Option<Time>,
+    /// `spec.refreshTokenPolicy`, checked (`None` when the spec is invalid).
+    pub policy: Option<TokenPolicy>,
+    /// The operator's expiry lead times, longest first.
+    pub lead_times: Vec<Duration>,
     /// A CronJob carried this org's hold when the controller started, though the status
     /// (Valid) records none: a process stopped in the middle of an expiry.
     pub unrecorded_holds: bool,
@@ -267,10 +275,17 @@ pub fn outcome(
         }
         None => g.status.clone(),
     };
-    if let Some((by, at)) = &g.authorized {
+    if let Some(by) = &g.authorized_by {
         status.authorized_by = Some(by.clone());
+    }
+    if let Some(at) = &g.authorized_at {
         status.authorized_at = Some(at.clone());
     }
+    let forecast = forecast::of(&forecast::Facts::of(g, &status), now);
+    if let Some(next) = forecast.next_change {
+        requeue = requeue.min(forecast::until(next, now));
+    }
+    forecast.apply(&mut status, g.generation, now);
     if let Some(renew) = link::settle(g, &mut status, now) {
         requeue = requeue.min(renew.max(LINK_RENEW_MIN));
     }

@@ -107,7 +107,7 @@ pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
             g.interval
         };
         let elapsed = Duration::try_from(now.duration_since(memo.at)).unwrap_or_default();
-        if elapsed < wait {
+        if elapsed < wait && !expiry_due(g, memo, now) {
             return Plan::Wait(wait - elapsed);
         }
     }
@@ -117,7 +117,9 @@ pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
         age_ms > 0 && (age_ms as u128) > g.keepalive.as_millis()
     });
     let can_refresh = tokens.is_some_and(|t| t.refresh_token.is_some());
-    let renew_first = !has_access || (flow == FlowKind::WebServer && stale && can_refresh);
+    let at_expiry = g.memo.as_ref().is_some_and(|m| expiry_due(g, m, now));
+    let renew_first =
+        !has_access || (flow == FlowKind::WebServer && (stale || at_expiry) && can_refresh);
     Plan::Check(CheckKind::Validate { renew_first })
 }
 
@@ -137,6 +139,16 @@ pub fn current(g: &Gathered, now: Timestamp) -> bool {
         && !unanswered_request(g, now)
         && g.held == HeldTokensState::None
         && !g.unrecorded_holds
+}
+
+/// Whether the forecast expiry (`status.authorizationExpiresAt`) has come since the last
+/// check: the refresh token is then tried at once, so the org turns Expired when the policy
+/// ends it rather than when its access token happens to lapse.
+fn expiry_due(g: &Gathered, memo: &Memo, now: Timestamp) -> bool {
+    g.status
+        .authorization_expires_at
+        .as_ref()
+        .is_some_and(|t| memo.at < t.0 && t.0 <= now)
 }
 
 /// Whether a person asked for this check: a new check-request annotation value since the

@@ -57,7 +57,10 @@ fn observed(
         memo: memo.cloned(),
         held: HeldTokensState::None,
         link: LinkFacts::default(),
-        authorized: None,
+        authorized_by: None,
+        authorized_at: None,
+        policy: Some(TokenPolicy::ValidUntilRevoked),
+        lead_times: crate::reconcile::context::DEFAULT_EXPIRY_LEAD_TIMES.to_vec(),
         unrecorded_holds: false,
     }
 }
@@ -500,7 +503,67 @@ fn link_plan_table() {
     ];
     for (what, web, links, state, current, verifies, want) in cases {
         assert_eq!(
-            link::plan(web, links, state, current, verifies, now()),
+            link::plan(web, links, state, false, current, verifies, now()),
+            want,
+            "{what}"
+        );
+    }
+    // Expiring soon: a Valid (or Unknown) web org gets a link ready, kept and renewed like
+    // any other, and loses it once no longer expiring soon.
+    type SoonRow<'a> = (
+        &'a str,
+        bool,
+        Option<TokenState>,
+        bool,
+        Option<&'a ReauthLink>,
+        LinkPlan,
+    );
+    let soon: Vec<SoonRow> = vec![
+        (
+            "valid, expiring soon: issued",
+            true,
+            Some(Valid),
+            true,
+            None,
+            Issue,
+        ),
+        (
+            "valid, expiring soon: kept",
+            true,
+            Some(Valid),
+            true,
+            Some(&fresh),
+            Keep,
+        ),
+        (
+            "valid, expiring soon: renewed",
+            true,
+            Some(Valid),
+            true,
+            Some(&expiring),
+            Issue,
+        ),
+        (
+            "unknown, expiring soon: issued",
+            true,
+            Some(Unknown),
+            true,
+            None,
+            Issue,
+        ),
+        (
+            "valid, no longer expiring: removed",
+            true,
+            Some(Valid),
+            false,
+            Some(&fresh),
+            Remove,
+        ),
+        ("headless never", false, Some(Valid), true, None, Keep),
+    ];
+    for (what, web, state, expiring_soon, current, want) in soon {
+        assert_eq!(
+            link::plan(web, true, state, expiring_soon, current, true, now()),
             want,
             "{what}"
         );
@@ -860,6 +923,414 @@ fn check_validate(renew_first: bool) -> Plan {
     Plan::Check(CheckKind::Validate { renew_first })
 }
 
+// ----- expiry forecast -----
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn ago(d: Duration) -> Timestamp {
+    now() - SignedDuration::try_from(d).unwrap_or_default()
+}
+
+fn later(d: Duration) -> Timestamp {
+    now() + SignedDuration::try_from(d).unwrap_or_default()
+}
+
+fn facts(policy: Option<TokenPolicy>, authorized_ago: Option<Duration>) -> forecast::Facts {
+    forecast::Facts {
+        web_server: true,
+        state: Some(TokenState::Valid),
+        policy,
+        authorized_at: authorized_ago.map(ago),
+        authorized_by: Some("backup@acme.com".into()),
+        last_refreshed_at: None,
+        keepalive: DAY,
+        interval: 15 * MIN,
+        lead_times: vec![7 * DAY, 2 * DAY],
+        relogin: crate::messages::Relogin::Link,
+    }
+}
+
+#[test]
+fn forecast_table() {
+    use TokenPolicy::*;
+    use conditions::Status::{False, True, Unknown};
+    let after_90 = Some(ExpireAfter(90 * DAY));
+    let idle_30 = Some(ExpireIfNotUsedFor(30 * DAY));
+    let idle_20h = Some(ExpireIfNotUsedFor(20 * 3600 * Duration::from_secs(1)));
+    // (what, facts, status, reason, expires in (from now), lead reached, next change in)
+    type Row = (
+        &'static str,
+        forecast::Facts,
+        conditions::Status,
+        Reason,
+        Option<Duration>,
+        Option<Duration>,
+        Option<Duration>,
+    );
+    let mut headless = facts(after_90, Some(DAY));
+    headless.web_server = false;
+    let mut pending = facts(after_90, None);
+    pending.state = Some(TokenState::Pending);
+    let mut expired = facts(after_90, Some(91 * DAY));
+    expired.state = Some(TokenState::Expired);
+    let mut outage = facts(after_90, Some(85 * DAY));
+    outage.state = Some(TokenState::Unknown);
+    let mut refreshed = facts(idle_20h, Some(5 * DAY));
+    refreshed.last_refreshed_at = Some(ago(3600 * Duration::from_secs(1)));
+    let mut short_keepalive = facts(idle_20h, Some(5 * DAY));
+    short_keepalive.keepalive = 12 * 3600 * Duration::from_secs(1);
+    let mut no_leads = facts(after_90, Some(DAY));
+    no_leads.lead_times = Vec::new();
+    let rows: Vec<Row> = vec![
+        (
+            "valid until revoked",
+            facts(Some(ValidUntilRevoked), Some(DAY)),
+            False,
+            Reason::ValidUntilRevoked,
+            None,
+            None,
+            None,
+        ),
+        (
+            "expire after 90d, 1d old: later; next change at the 7d lead",
+            facts(after_90, Some(DAY)),
+            False,
+            Reason::ExpiresLater,
+            Some(89 * DAY),
+            None,
+            Some(82 * DAY),
+        ),
+        (
+            "expire after 90d, 84d old: 7d lead reached; next at the 2d lead",
+            facts(after_90, Some(84 * DAY)),
+            True,
+            Reason::ExpiringSoon,
+            Some(6 * DAY),
+            Some(7 * DAY),
+            Some(4 * DAY),
+        ),
+        (
+            "exactly at the 7d lead: reached",
+            facts(after_90, Some(83 * DAY)),
+            True,
+            Reason::ExpiringSoon,
+            Some(7 * DAY),
+            Some(7 * DAY),
+            Some(5 * DAY),
+        ),
+        (
+            "89d old: 2d lead reached; next at the expiry",
+            facts(after_90, Some(89 * DAY)),
+            True,
+            Reason::ExpiringSoon,
+            Some(DAY),
+            Some(2 * DAY),
+            Some(DAY),
+        ),
+        (
+            "an outage does not stop the forecast",
+            outage,
+            True,
+            Reason::ExpiringSoon,
+            Some(5 * DAY),
+            Some(7 * DAY),
+            Some(3 * DAY),
+        ),
+        (
+            "no lead times: never soon",
+            no_leads,
+            False,
+            Reason::ExpiresLater,
+            Some(89 * DAY),
+            None,
+            Some(89 * DAY),
+        ),
+        (
+            "tokens stored by hand, no authorized-at: unknown",
+            facts(after_90, None),
+            Unknown,
+            Reason::ExpiryUnknown,
+            None,
+            None,
+            None,
+        ),
+        (
+            "idle 30d, keep-alive 1d: kept alive",
+            facts(idle_30, Some(40 * DAY)),
+            False,
+            Reason::KeptAlive,
+            None,
+            None,
+            None,
+        ),
+        (
+            "idle 20h, keep-alive 12h (+15m checks): kept alive",
+            short_keepalive,
+            False,
+            Reason::KeptAlive,
+            None,
+            None,
+            None,
+        ),
+        (
+            "idle 20h, keep-alive 1d: warns, expires 20h after the last refresh",
+            refreshed,
+            True,
+            Reason::KeepAliveTooLong,
+            Some(19 * 3600 * Duration::from_secs(1)),
+            Some(2 * DAY),
+            Some(19 * 3600 * Duration::from_secs(1)),
+        ),
+        (
+            "headless flows have no refresh token",
+            headless,
+            False,
+            Reason::NoRefreshToken,
+            None,
+            None,
+            None,
+        ),
+        (
+            "pending: nothing to expire",
+            pending,
+            False,
+            Reason::AwaitingAuthorization,
+            None,
+            None,
+            None,
+        ),
+        (
+            "expired: already ended",
+            expired,
+            False,
+            Reason::TokenExpired,
+            None,
+            None,
+            None,
+        ),
+        (
+            "invalid policy",
+            facts(None, Some(DAY)),
+            Unknown,
+            Reason::InvalidSpec,
+            None,
+            None,
+            None,
+        ),
+    ];
+    for (what, f, status, reason, expires_in, lead, next_in) in rows {
+        let got = forecast::of(&f, now());
+        assert_eq!(got.status, status, "{what}: {}", got.message);
+        assert_eq!(got.reason, reason, "{what}");
+        assert_eq!(got.expires_at, expires_in.map(later), "{what}");
+        assert_eq!(got.lead_time, lead, "{what}");
+        assert_eq!(got.next_change, next_in.map(later), "{what}");
+        assert!(!got.message.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn forecast_messages_say_when_and_what_to_do() {
+    let f = facts(Some(TokenPolicy::ExpireAfter(90 * DAY)), Some(89 * DAY));
+    let got = forecast::of(&f, now());
+    let expires = later(DAY).to_string();
+    for part in [
+        expires.as_str(),
+        "backup@acme.com",
+        "expire after 90d",
+        "the 2d notice time",
+        "status.reauth.url",
+    ] {
+        assert!(got.message.contains(part), "{part:?} in {}", got.message);
+    }
+    let kept = forecast::of(
+        &facts(Some(TokenPolicy::ExpireIfNotUsedFor(30 * DAY)), Some(DAY)),
+        now(),
+    );
+    assert!(
+        kept.message.contains("never goes unused"),
+        "{}",
+        kept.message
+    );
+    let unknown = forecast::of(&facts(Some(TokenPolicy::ExpireAfter(DAY)), None), now());
+    assert!(
+        unknown.message.contains("orgtokens.dev/authorized-at"),
+        "{}",
+        unknown.message
+    );
+    // Absolute times only: the same forecast an hour later reads the same.
+    let f = facts(Some(TokenPolicy::ExpireAfter(90 * DAY)), Some(85 * DAY));
+    let a = forecast::of(&f, now());
+    let b = forecast::of(&f, later(3600 * Duration::from_secs(1)));
+    assert_eq!(a.message, b.message);
+}
+
+#[test]
+fn lead_time_stages_move_one_by_one() {
+    // An authorization expiring in exactly 8 days, watched as time passes.
+    let f = facts(Some(TokenPolicy::ExpireAfter(90 * DAY)), Some(82 * DAY));
+    let expires = later(8 * DAY);
+    let mut stages = Vec::new();
+    let mut at = now();
+    while let Some(next) = forecast::of(&f, at).next_change {
+        let fc = forecast::of(&f, at);
+        stages.push((fc.status, fc.lead_time));
+        at = next;
+    }
+    let last = forecast::of(&f, at);
+    stages.push((last.status, last.lead_time));
+    use conditions::Status::{False, True};
+    assert_eq!(
+        stages,
+        vec![
+            (False, None),
+            (True, Some(7 * DAY)),
+            (True, Some(2 * DAY)),
+            (True, Some(2 * DAY)),
+        ],
+        "later, then 7d, then 2d, then expired (no further change)"
+    );
+    assert_eq!(at, expires);
+    assert_eq!(
+        forecast::until(later(Duration::from_secs(30)), now()),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        forecast::until(ago(DAY), now()),
+        Duration::from_secs(1),
+        "never zero"
+    );
+}
+
+fn valid_memo(ago_: Duration) -> Memo {
+    Memo {
+        verdict: Some(Verdict::Valid {
+            identity: identity("00D000000000001AAA"),
+            instance_url: None,
+            renewed: false,
+        }),
+        ..memo(ago_, 0, Fingerprint::default())
+    }
+}
+
+#[test]
+fn the_condition_flips_at_the_lead_time_by_requeue_and_writes_once() {
+    // Authorized 83 days minus 30 seconds ago under "expire after 90d": the 7d lead time is
+    // 30 seconds away, the check interval 15 minutes.
+    let tokens = tokens(true, true, MIN);
+    let mut g = observed(
+        FlowKind::WebServer,
+        &tokens,
+        &SalesforceOrgStatus::default(),
+        None,
+    );
+    g.policy = Some(TokenPolicy::ExpireAfter(90 * DAY));
+    g.authorized_by = Some("backup@acme.com".into());
+    g.authorized_at = Some(Time(
+        later(Duration::from_secs(30)) - SignedDuration::from_hours(83 * 24),
+    ));
+    g.memo = Some(valid_memo(MIN));
+    let fresh_link = link(24 * 60);
+    g.link = LinkFacts {
+        served: true,
+        verifies: false,
+        fresh: Some(fresh_link.clone()),
+    };
+    let p = plan(&g, now());
+    assert_eq!(p, Plan::Wait(14 * MIN));
+    let first = outcome(&g, &p, None, now());
+    assert_eq!(
+        first.requeue,
+        Duration::from_secs(30),
+        "requeued for the lead time"
+    );
+    let cond = conditions::get(&first.status.conditions, conditions::TOKEN_EXPIRING_SOON)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "ExpiresLater")
+    );
+    assert_eq!(first.status.reauth, None);
+    assert!(first.status.authorization_expires_at.is_some());
+
+    // Re-deciding with nothing new writes nothing.
+    g.status = first.status.clone();
+    let again = outcome(&g, &plan(&g, now()), None, now());
+    assert_eq!(again.status, g.status, "steady: no write");
+
+    // At the lead time: True, the 7d stage, a link ready; requeued for the 2d stage or the
+    // check interval, whichever is first.
+    let at = later(Duration::from_secs(30));
+    let p = plan(&g, at);
+    let second = outcome(&g, &p, None, at);
+    let cond = conditions::get(&second.status.conditions, conditions::TOKEN_EXPIRING_SOON)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("True", "ExpiringSoon")
+    );
+    assert_eq!(cond.observed_generation, Some(1));
+    assert_eq!(second.status.expiry_lead_time.as_deref(), Some("7d"));
+    assert_eq!(second.status.reauth, Some(fresh_link), "a link is ready");
+    assert!(second.requeue <= 14 * MIN, "{:?}", second.requeue);
+    assert_eq!(second.status.state, Some(TokenState::Valid));
+
+    // A login through the link moves authorizedAt: the forecast moves, the link goes.
+    g.status = second.status.clone();
+    g.link.verifies = true;
+    g.authorized_at = Some(Time(
+        Timestamp::from_second(at.as_second()).unwrap_or_default(),
+    ));
+    let third = outcome(&g, &plan(&g, at), None, at);
+    let cond = conditions::get(&third.status.conditions, conditions::TOKEN_EXPIRING_SOON)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "ExpiresLater")
+    );
+    assert_eq!(third.status.expiry_lead_time, None);
+    assert_eq!(
+        third.status.reauth, None,
+        "no link once no longer expiring soon"
+    );
+    assert_eq!(
+        third.status.authorization_expires_at.map(|t| t.0),
+        Some(
+            Timestamp::from_second(at.as_second()).unwrap_or_default()
+                + SignedDuration::from_hours(90 * 24)
+        )
+    );
+}
+
+#[test]
+fn the_forecast_expiry_triggers_a_refresh_at_once() {
+    let tokens = tokens(true, true, MIN);
+    let mut status = SalesforceOrgStatus {
+        authorization_expires_at: Some(Time(ago(Duration::from_secs(5)))),
+        ..Default::default()
+    };
+    let recent = valid_memo(MIN);
+    let g = observed(FlowKind::WebServer, &tokens, &status, Some(&recent));
+    assert_eq!(
+        plan(&g, now()),
+        Plan::Check(CheckKind::Validate { renew_first: true }),
+        "checked before the expiry: try the refresh token now"
+    );
+    let after = valid_memo(Duration::from_secs(1));
+    let g = observed(FlowKind::WebServer, &tokens, &status, Some(&after));
+    assert_eq!(
+        plan(&g, now()),
+        Plan::Wait(14 * MIN + Duration::from_secs(59)),
+        "already checked since the expiry: only once"
+    );
+    status.authorization_expires_at = Some(Time(later(MIN)));
+    let g = observed(FlowKind::WebServer, &tokens, &status, Some(&recent));
+    assert_eq!(plan(&g, now()), Plan::Wait(14 * MIN), "not yet");
+}
+
 /// A status written after a check of generation 1 against token Secret version "7".
 fn current_status(state: TokenState) -> SalesforceOrgStatus {
     let v = match state {
@@ -876,6 +1347,10 @@ fn current_status(state: TokenState) -> SalesforceOrgStatus {
     let mut s = status::render(&SalesforceOrgStatus::default(), &v, Some(1), now());
     s.state = Some(state);
     s.token_secret_version = Some("7".into());
+    // The forecast of the default policy, as every status the operator writes has it.
+    let mut f = facts(Some(TokenPolicy::ValidUntilRevoked), None);
+    f.state = Some(state);
+    forecast::of(&f, now()).apply(&mut s, Some(1), now());
     s
 }
 
