@@ -1555,3 +1555,230 @@ async fn codes_states_verifiers_and_tokens_never_reach_the_logs() {
         }
     }
 }
+
+/// The TokenExpiringSoon condition of an org (status, reason), if set.
+fn expiring_soon(org: &SalesforceOrg) -> Option<(String, String)> {
+    org.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TokenExpiringSoon")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until `check` holds for the org, for at most `timeout`.
+async fn wait_org(
+    op: &Operator,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&SalesforceOrg) -> bool,
+) -> SalesforceOrg {
+    eventually(what, timeout, || async {
+        let org = op.orgs().get(name).await.ok()?;
+        check(&org).then_some(org)
+    })
+    .await
+}
+
+/// The app expires refresh tokens 45 s after login, and the operator's lead times are 30 s and
+/// 15 s: the org warns (TokenExpiringSoon True) with a link ready at each lead time, by
+/// requeue alone (no check is asked for and the check interval is 15 minutes), a login through
+/// the link renews the authorization, and when the policy really ends it at Salesforce the org
+/// turns Expired at the forecast time without anyone asking.
+#[tokio::test]
+async fn an_expiring_authorization_warns_in_time_and_a_login_through_the_link_renews_it() {
+    use sforg_operator::crd::RefreshTokenPolicyType;
+    use sforg_simulator::RefreshTokenPolicy;
+    let mut op = Operator::prepare_with_reauth("reauth-expiry", AppKind::ConnectedApp).await;
+    op.expiry_lead_times = vec![Duration::from_secs(30), Duration::from_secs(15)];
+    op.start_controller();
+    let policy = Duration::from_secs(45);
+    op.sim
+        .control()
+        .set_refresh_token_policy(
+            &op.demo.app.client_id,
+            RefreshTokenPolicy::ExpireAfter { after: policy },
+        )
+        .expect("policy");
+    op.ensure_app_secret().await;
+    let spec = op
+        .web_org("acme")
+        .refresh_token_policy(RefreshTokenPolicyType::ExpireAfter, Some("45s"))
+        .json();
+    op.create_org("acme", spec).await;
+
+    // Tokens brought in by hand, with the time of their login set by the person.
+    op.seed_tokens("acme-token", "acme").await;
+    let seeded = Timestamp::now();
+    let authorized = Timestamp::from_second(seeded.as_second() + 1).expect("time");
+    let patch =
+        json!({"metadata": {"annotations": {AUTHORIZED_AT_ANNOTATION: authorized.to_string()}}});
+    op.secrets()
+        .patch("acme-token", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+    let expires = authorized + k8s_openapi::jiff::SignedDuration::from_secs(45);
+    let org = wait_org(&op, "acme", "a forecast", CONVERGE, |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.authorization_expires_at.clone())
+            .map(|t| t.0)
+            == Some(expires)
+    })
+    .await;
+    let status = org.status.clone().unwrap_or_default();
+    assert_eq!(status.state, Some(TokenState::Valid));
+    assert_eq!(
+        expiring_soon(&org),
+        Some(("False".into(), "ExpiresLater".into()))
+    );
+    assert_eq!(status.reauth, None, "no link before the lead time");
+    assert_eq!(status.authorized_at.map(|t| t.0), Some(authorized));
+
+    // The first lead time: True, with its stage and a link.
+    let org = wait_org(
+        &op,
+        "acme",
+        "TokenExpiringSoon at 30s",
+        CONVERGE + CONVERGE,
+        |o| expiring_soon(o).is_some_and(|(s, _)| s == "True"),
+    )
+    .await;
+    let flipped = Timestamp::now();
+    println!(
+        "TokenExpiringSoon seen True {:?} after the 30s lead time began",
+        flipped.duration_since(expires - k8s_openapi::jiff::SignedDuration::from_secs(30))
+    );
+    let status = org.status.clone().unwrap_or_default();
+    assert_eq!(
+        expiring_soon(&org),
+        Some(("True".into(), "ExpiringSoon".into()))
+    );
+    assert!(
+        flipped >= expires - k8s_openapi::jiff::SignedDuration::from_secs(30),
+        "not before the lead time"
+    );
+    assert_eq!(status.state, Some(TokenState::Valid));
+    assert!(
+        status.reauth.is_some(),
+        "a link is ready while expiring soon"
+    );
+    let message = org
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TokenExpiringSoon"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains(&expires.to_string()), "{message}");
+    assert!(message.contains("status.reauth.url"), "{message}");
+    if status.expiry_lead_time.as_deref() == Some("30s") {
+        // The second lead time, by requeue again.
+        wait_org(&op, "acme", "the 15s stage", CONVERGE, |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.expiry_lead_time.as_deref())
+                == Some("15s")
+        })
+        .await;
+    }
+
+    // A person logs in through the link while the org is still Valid.
+    let link = link_of(&op, "acme").await;
+    let mut browser = Browser::new(&op);
+    log_in(&mut browser, &op, &link, &admin(&op)).await;
+    let renewed = wait_org(&op, "acme", "a renewed authorization", CONVERGE, |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.authorized_at.clone())
+            .is_some_and(|t| t.0 > authorized)
+    })
+    .await;
+    let status = renewed.status.clone().unwrap_or_default();
+    let new_at = status.authorized_at.clone().expect("authorizedAt").0;
+    let renewed = wait_org(&op, "acme", "no longer expiring soon", CONVERGE, |o| {
+        expiring_soon(o).is_some_and(|(s, _)| s == "False")
+            && o.status.as_ref().is_some_and(|s| s.reauth.is_none())
+    })
+    .await;
+    let status = renewed.status.clone().unwrap_or_default();
+    assert_eq!(status.state, Some(TokenState::Valid));
+    assert_eq!(
+        expiring_soon(&renewed),
+        Some(("False".into(), "ExpiresLater".into()))
+    );
+    assert_eq!(
+        status.authorized_by.as_deref(),
+        Some(op.demo.user.username.as_str())
+    );
+    let new_expiry = new_at + k8s_openapi::jiff::SignedDuration::from_secs(45);
+    assert_eq!(
+        status.authorization_expires_at.map(|t| t.0),
+        Some(new_expiry)
+    );
+    assert_eq!(status.expiry_lead_time, None);
+    // The Event of the login says who, when and which org.
+    let events = op.events_for("acme").await;
+    let want = format!(
+        "Re-authorized by {} at {new_at} ({})",
+        op.demo.user.username, op.demo.org.id
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Reauthorized")
+                && e.note.as_deref() == Some(want.as_str())),
+        "{want} in {:?}",
+        events
+            .iter()
+            .map(|e| (&e.reason, &e.note))
+            .collect::<Vec<_>>()
+    );
+    // `kubectl get sforg -o wide` shows who and until when.
+    let kubeconfig = std::env::var("SFORG_TEST_KUBECONFIG").expect("SFORG_TEST_KUBECONFIG");
+    let wide = std::process::Command::new("kubectl")
+        .args(["get", "sforg", "acme", "-n", &op.ns, "-o", "wide"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("kubectl (scripts/control-plane.sh puts it on the PATH)");
+    let table = String::from_utf8_lossy(&wide.stdout);
+    for column in ["AUTHORIZED BY", "AUTHORIZED", "EXPIRES"] {
+        assert!(table.contains(column), "{table}");
+    }
+    assert!(table.contains(&op.demo.user.username), "{table}");
+    assert!(table.contains(&new_expiry.to_string()), "{table}");
+
+    // Nobody logs in again: when the policy ends the grant at Salesforce, the org is checked
+    // at the forecast expiry and turns Expired, nothing asked.
+    let expired = wait_org(
+        &op,
+        "acme",
+        "Expired by the policy",
+        Duration::from_secs(45) + CONVERGE,
+        |o| o.status.as_ref().and_then(|s| s.state) == Some(TokenState::Expired),
+    )
+    .await;
+    println!(
+        "Expired seen {:?} after the forecast expiry",
+        Timestamp::now().duration_since(new_expiry)
+    );
+    assert_eq!(ready(&expired).0, "RefreshTokenRevoked");
+    assert_eq!(
+        expiring_soon(&expired),
+        Some(("False".into(), "TokenExpired".into()))
+    );
+    assert!(
+        expired
+            .status
+            .as_ref()
+            .and_then(|s| s.reauth.clone())
+            .is_some(),
+        "an Expired org has a link"
+    );
+    let valid = op
+        .sim
+        .control()
+        .valid_refresh_tokens(&op.demo.user.username, Some(&op.demo.app.client_id))
+        .expect("valid tokens");
+    assert!(valid.is_empty(), "the policy ended the grant at Salesforce");
+}

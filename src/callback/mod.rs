@@ -995,12 +995,17 @@ async fn finish<S: Salesforce>(
     if let Some(page) = another_user(app, &c, previous.as_deref(), &identity, &tokens, now).await {
         return Ok(page);
     }
-    let superseded = store(app, &c, &creds, &tokens, &identity, now)
+    // The authorization time (the forecast counts the policy from it) is taken after
+    // Salesforce issued the tokens, rounded up to a whole second, so that the forecast expiry
+    // is never earlier than Salesforce's own.
+    let issued = app.clock.now();
+    let authorized_at = issued.as_second() + i64::from(issued.subsec_nanosecond() > 0);
+    let superseded = store(app, &c, &creds, &tokens, &identity, authorized_at)
         .await
         .map_err(fail)?;
     let full = &c.full;
     info!(org = %full, org_id = %identity.org_id, username = %identity.username, "re-authorized: new tokens stored");
-    reauthorized_event(app, &c.org, &identity, now).await;
+    reauthorized_event(app, &c.org, &identity, authorized_at).await;
     if let Some(previous) = previous.filter(|p| !p.eq_ignore_ascii_case(&identity.username)) {
         user_changed_event(app, &c.org, &previous, &identity.username).await;
     }

@@ -44,6 +44,8 @@ pub struct Operator {
     /// The controller's clock (and its JWT assertions'); set before starting the controller
     /// to rehearse a skewed node.
     pub clock: Clock,
+    /// The controller's expiry lead times (`--expiry-lead-times`); set before starting it.
+    pub expiry_lead_times: Vec<Duration>,
 }
 
 /// A re-auth callback server on a loopback port, serving the operator's links.
@@ -117,6 +119,7 @@ impl Operator {
             controller_client: None,
             reauth: None,
             clock: Clock::system(),
+            expiry_lead_times: Settings::default().expiry_lead_times,
         }
     }
 
@@ -130,6 +133,14 @@ impl Operator {
     /// [`Operator::start_with_reauth`] with the demo app a Connected App or an External
     /// Client App.
     pub async fn start_with_reauth_kind(prefix: &str, kind: AppKind) -> Self {
+        let mut op = Self::prepare_with_reauth(prefix, kind).await;
+        op.start_controller();
+        op
+    }
+
+    /// [`Operator::start_with_reauth_kind`] without starting the controller: adjust its
+    /// settings, then call [`Operator::start_controller`].
+    pub async fn prepare_with_reauth(prefix: &str, kind: AppKind) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the callback port");
@@ -161,7 +172,6 @@ impl Operator {
             links,
             task,
         });
-        op.start_controller();
         op
     }
 
@@ -223,6 +233,7 @@ impl Operator {
             Settings {
                 reauth: self.reauth.as_ref().map(|r| r.links.clone()),
                 clock: self.clock,
+                expiry_lead_times: self.expiry_lead_times.clone(),
                 ..Settings::default()
             },
             Scope {
