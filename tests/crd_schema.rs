@@ -208,6 +208,42 @@ async fn invalid_specs_are_rejected_with_guidance() {
             json!({"clientCredentials": cc}),
             "works only on the org's My Domain",
         ),
+        (
+            "expire after without a duration",
+            vec!["spec", "refreshTokenPolicy"],
+            json!({"type": "ExpireAfter"}),
+            "refreshTokenPolicy.duration is required with ExpireAfter",
+        ),
+        (
+            "valid until revoked with a duration",
+            vec!["spec", "refreshTokenPolicy"],
+            json!({"type": "ValidUntilRevoked", "duration": "90d"}),
+            "not allowed with ValidUntilRevoked",
+        ),
+        (
+            "unknown policy",
+            vec!["spec", "refreshTokenPolicy"],
+            json!({"type": "ExpireSometimes", "duration": "90d"}),
+            "Unsupported value: \"ExpireSometimes\"",
+        ),
+        (
+            "policy duration in words",
+            vec!["spec", "refreshTokenPolicy"],
+            json!({"type": "ExpireIfNotUsedFor", "duration": "30 days"}),
+            "whole days, hours, minutes and seconds",
+        ),
+        (
+            "policy duration of zero",
+            vec!["spec", "refreshTokenPolicy"],
+            json!({"type": "ExpireAfter", "duration": "0d0h"}),
+            "above zero",
+        ),
+        (
+            "policy duration smallest unit first",
+            vec!["spec", "refreshTokenPolicy"],
+            json!({"type": "ExpireAfter", "duration": "12h1d"}),
+            "largest first",
+        ),
     ];
     assert!(cases.len() >= 10);
     for (i, (what, path, value, want)) in cases.into_iter().enumerate() {
@@ -230,6 +266,32 @@ async fn invalid_specs_are_rejected_with_guidance() {
     api.create(&PostParams::default(), &ok)
         .await
         .expect("a valid spec is accepted");
+    // Each policy in its right form is accepted, and the operator reads every accepted
+    // duration the same way.
+    for (i, policy) in [
+        json!({"type": "ValidUntilRevoked"}),
+        json!({"type": "ExpireAfter", "duration": "90d"}),
+        json!({"type": "ExpireAfter", "duration": "1d12h30m15s"}),
+        json!({"type": "ExpireIfNotUsedFor", "duration": "99999d"}),
+        json!({"type": "ExpireIfNotUsedFor", "duration": "45s"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut doc = valid_org_json(&format!("policy-{i}"));
+        set(&mut doc, &["spec", "refreshTokenPolicy"], policy.clone());
+        let obj: DynamicObject = serde_json::from_value(doc).expect("object");
+        let created = api
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{policy} was refused: {e}"));
+        let org: sforg_operator::crd::SalesforceOrg =
+            serde_json::from_value(serde_json::to_value(created).expect("json")).expect("org");
+        assert!(
+            org.spec.refresh_token_policy().is_ok(),
+            "{policy}: accepted by the schema, refused by the operator"
+        );
+    }
 }
 
 /// The client credentials flow is refused on Salesforce's shared login hosts however the URL
