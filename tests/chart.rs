@@ -185,6 +185,7 @@ fn everything_on(watch: &[&str]) -> Value {
         "salesforce": {"proxy": "http://proxy.internal:3128",
             "extraCA": {"configMap": "corp-ca", "key": "ca.crt"}},
         "replicaCount": 2,
+        "expiryLeadTimes": ["14d", "3d", "12h"],
     })
 }
 
@@ -263,6 +264,8 @@ fn the_values_schema_refuses_mistakes() {
             "publicUrl",
         ),
         (json!({"refreshKeepalive": "one day"}), "refreshKeepalive"),
+        (json!({"expiryLeadTimes": ["a week"]}), "expiryLeadTimes"),
+        (json!({"expiryLeadTimes": []}), "expiryLeadTimes"),
         (json!({"ingress": {"enabled": true}}), "ingress.host"),
     ] {
         let err = try_render("sf", "sforg-system", &values)
@@ -355,6 +358,16 @@ fn the_deployment_runs_the_operator_as_configured() {
         &json!({"publicUrl": "https://sforg.gateway.example"}),
     );
     assert!(self::args(&docs).contains(&"--public-url=https://sforg.gateway.example".into()));
+    assert!(
+        plain.contains(&"--expiry-lead-times=7d,2d".into()),
+        "{plain:?}"
+    );
+    let docs = render(
+        "sf",
+        "sforg-system",
+        &json!({"expiryLeadTimes": ["14d", "3d", "12h"]}),
+    );
+    assert!(self::args(&docs).contains(&"--expiry-lead-times=14d,3d,12h".into()));
 }
 
 #[test]
