@@ -1734,6 +1734,16 @@ async fn an_expiring_authorization_warns_in_time_and_a_login_through_the_link_re
             .map(|e| (&e.reason, &e.note))
             .collect::<Vec<_>>()
     );
+    // The warning was told as an Event too, once per lead time reached.
+    let warnings: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("TokenExpiringSoon"))
+        .collect();
+    assert!(
+        (1..=2).contains(&warnings.len()),
+        "{:?}",
+        warnings.iter().map(|e| &e.note).collect::<Vec<_>>()
+    );
     // `kubectl get sforg -o wide` shows who and until when.
     let kubeconfig = std::env::var("SFORG_TEST_KUBECONFIG").expect("SFORG_TEST_KUBECONFIG");
     let wide = std::process::Command::new("kubectl")

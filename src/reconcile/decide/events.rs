@@ -43,6 +43,28 @@ pub fn transition(before: &SalesforceOrgStatus, after: &SalesforceOrgStatus) -> 
     })
 }
 
+/// The reason of the Event saying that an authorization expires soon.
+pub const EXPIRING_SOON_EVENT: &str = "TokenExpiringSoon";
+
+/// A Warning Event when `TokenExpiringSoon` turns True, and again at each shorter lead time,
+/// with the condition's message (when, and what to do).
+pub fn expiring(before: &SalesforceOrgStatus, after: &SalesforceOrgStatus) -> Option<Event> {
+    let now = conditions::get(&after.conditions, conditions::TOKEN_EXPIRING_SOON)
+        .filter(|c| c.status == "True")?;
+    let was = conditions::get(&before.conditions, conditions::TOKEN_EXPIRING_SOON)
+        .is_some_and(|c| c.status == "True");
+    if was && before.expiry_lead_time == after.expiry_lead_time {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason: EXPIRING_SOON_EVENT.into(),
+        note: Some(now.message.clone()),
+        action: "Forecast".into(),
+        secondary: None,
+    })
+}
+
 /// The Event answering a person's check request with what the org is now.
 pub fn checked(status: &SalesforceOrgStatus) -> Event {
     let state = status.state.unwrap_or_default();
@@ -167,6 +189,60 @@ mod tests {
             if let Some(e) = event {
                 assert_eq!(e.type_ == EventType::Warning, warning);
                 assert_eq!(e.note.as_deref(), Some("what to do"));
+            }
+        }
+    }
+
+    #[test]
+    fn expiring_soon_is_told_once_per_lead_time() {
+        let with = |status, lead: Option<&str>| {
+            let mut s = SalesforceOrgStatus::default();
+            if let Some(status) = status {
+                conditions::set(
+                    &mut s.conditions,
+                    Desired {
+                        type_: conditions::TOKEN_EXPIRING_SOON,
+                        status,
+                        reason: Reason::ExpiringSoon,
+                        message: "expires at T: log in".into(),
+                    },
+                    Some(1),
+                    &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                );
+            }
+            s.expiry_lead_time = lead.map(str::to_owned);
+            s
+        };
+        let cases = [
+            (with(None, None), with(Some(Status::False), None), false),
+            (
+                with(Some(Status::False), None),
+                with(Some(Status::True), Some("7d")),
+                true,
+            ),
+            (
+                with(Some(Status::True), Some("7d")),
+                with(Some(Status::True), Some("7d")),
+                false,
+            ),
+            (
+                with(Some(Status::True), Some("7d")),
+                with(Some(Status::True), Some("2d")),
+                true,
+            ),
+            (
+                with(Some(Status::True), Some("2d")),
+                with(Some(Status::False), None),
+                false,
+            ),
+        ];
+        for (i, (before, after, want)) in cases.into_iter().enumerate() {
+            let event = expiring(&before, &after);
+            assert_eq!(event.is_some(), want, "case {i}");
+            if let Some(e) = event {
+                assert_eq!(e.reason, EXPIRING_SOON_EVENT);
+                assert_eq!(e.type_, EventType::Warning);
+                assert_eq!(e.note.as_deref(), Some("expires at T: log in"));
             }
         }
     }

@@ -294,6 +294,7 @@ pub fn outcome(
         events.push(events::persisted(failed_writes));
     }
     events.extend(events::transition(&g.status, &status));
+    events.extend(events::expiring(&g.status, &status));
     if matches!(plan, Plan::Check(_)) && schedule::requested(g, now) {
         events.push(events::checked(&status));
     }
