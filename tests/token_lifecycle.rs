@@ -796,3 +796,77 @@ async fn a_restart_checks_only_the_orgs_whose_status_is_not_current() {
         Some(Some(TokenState::Expired))
     );
 }
+
+/// "Expire if not used for" N: the keep-alive refresh (24h by default) outruns a 30-day limit,
+/// and the org says so (`KeptAlive`) instead of warning; a 12-hour limit it cannot outrun, and
+/// the org warns (`KeepAliveTooLong`) with the forecast expiry and a re-auth link ready.
+#[tokio::test]
+async fn the_keepalive_outruns_an_idle_limit_and_a_shorter_one_warns() {
+    use sforg_operator::crd::RefreshTokenPolicyType::ExpireIfNotUsedFor;
+    let op =
+        Operator::start_with_reauth_kind("keepalive-forecast", AppKind::ExternalClientApp).await;
+    op.ensure_app_secret().await;
+    for (name, limit) in [("monthly", "30d"), ("daily", "12h")] {
+        let spec = op
+            .web_org(name)
+            .refresh_token_policy(ExpireIfNotUsedFor, Some(limit))
+            .json();
+        op.create_org(name, spec).await;
+        op.seed_tokens(&format!("{name}-token"), name).await;
+    }
+    let wait_condition = |name: &'static str, want: &'static str| {
+        let orgs = op.orgs();
+        async move {
+            eventually(
+                &format!("{name} TokenExpiringSoon {want}"),
+                CONVERGE,
+                || {
+                    let orgs = orgs.clone();
+                    async move {
+                        let org = orgs.get(name).await.ok()?;
+                        let c = org
+                            .status
+                            .as_ref()?
+                            .conditions
+                            .iter()
+                            .find(|c| c.type_ == "TokenExpiringSoon")?;
+                        (c.reason == want).then_some(org.clone())
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let monthly = wait_condition("monthly", "KeptAlive").await;
+    assert_eq!(reason_of(&monthly, "TokenExpiringSoon").0, "False");
+    let status = monthly.status.clone().unwrap_or_default();
+    assert_eq!(status.state, Some(TokenState::Valid));
+    assert_eq!(status.authorization_expires_at, None, "never expires");
+    assert_eq!(status.reauth, None, "no link: nothing to do");
+
+    let daily = wait_condition("daily", "KeepAliveTooLong").await;
+    assert_eq!(reason_of(&daily, "TokenExpiringSoon").0, "True");
+    let status = daily.status.clone().unwrap_or_default();
+    assert_eq!(status.state, Some(TokenState::Valid));
+    let issued = op.secret_data("daily-token").await["issued_at"]
+        .parse::<i64>()
+        .expect("issued_at");
+    let expires = status
+        .authorization_expires_at
+        .clone()
+        .expect("a forecast from the tokens' issue time")
+        .0;
+    assert_eq!(expires.as_second(), issued / 1000 + 12 * 3600);
+    let link = eventually("a link for daily", CONVERGE, || async {
+        op.orgs().get("daily").await.ok()?.status?.reauth
+    })
+    .await;
+    assert!(link.url.contains("/reauth/"), "{}", link.url);
+    let message = daily
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TokenExpiringSoon"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("--refresh-keepalive"), "{message}");
+}

@@ -24,6 +24,7 @@ use crate::conditions::{self, Desired, Status};
 use crate::crd::{SalesforceOrgStatus, TokenPolicy, TokenState};
 use crate::messages::{Relogin, expiry};
 use crate::reasons::Reason;
+use crate::token_secret::TokenFile;
 
 /// What the forecast depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +39,8 @@ pub struct Facts {
     pub authorized_at: Option<Timestamp>,
     /// Who logged in (`status.authorizedBy`).
     pub authorized_by: Option<String>,
-    /// The last refresh (`status.lastRefreshedAt`): the last use of the refresh token.
+    /// The last use of the refresh token known: the last refresh (`status.lastRefreshedAt`)
+    /// or the issue time of the stored tokens (a login or a refresh), whichever is later.
     pub last_refreshed_at: Option<Timestamp>,
     /// `--refresh-keepalive`.
     pub keepalive: Duration,
@@ -60,12 +62,26 @@ impl Facts {
             policy: g.policy,
             authorized_at: status.authorized_at.as_ref().map(|t| t.0),
             authorized_by: status.authorized_by.clone(),
-            last_refreshed_at: status.last_refreshed_at.as_ref().map(|t| t.0),
+            last_refreshed_at: status
+                .last_refreshed_at
+                .as_ref()
+                .map(|t| t.0)
+                .max(issued_at(&g.tokens)),
             keepalive: g.keepalive,
             interval: g.interval,
             lead_times: g.lead_times.clone(),
             relogin: relogin(g),
         }
+    }
+}
+
+/// When the stored tokens were issued, in whole seconds.
+fn issued_at(tokens: &TokenFile) -> Option<Timestamp> {
+    match tokens {
+        TokenFile::Present(t) => t
+            .issued_at_ms
+            .and_then(|ms| Timestamp::from_second(ms.div_euclid(1000)).ok()),
+        _ => None,
     }
 }
 

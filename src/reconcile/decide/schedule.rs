@@ -117,7 +117,15 @@ pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
         age_ms > 0 && (age_ms as u128) > g.keepalive.as_millis()
     });
     let can_refresh = tokens.is_some_and(|t| t.refresh_token.is_some());
-    let at_expiry = g.memo.as_ref().is_some_and(|m| expiry_due(g, m, now));
+    // Without a memo (a new leader, a restart) a forecast expiry already passed counts too.
+    let at_expiry = match &g.memo {
+        Some(m) => expiry_due(g, m, now),
+        None => g
+            .status
+            .authorization_expires_at
+            .as_ref()
+            .is_some_and(|t| t.0 <= now),
+    };
     let renew_first =
         !has_access || (flow == FlowKind::WebServer && (stale || at_expiry) && can_refresh);
     Plan::Check(CheckKind::Validate { renew_first })
@@ -128,10 +136,17 @@ pub fn plan(g: &Gathered, now: Timestamp) -> Plan {
 /// waits ([`unanswered_request`]); and no tokens wait in memory, and no CronJob carries a
 /// hold the status does not record. Then a restarted operator
 /// (or a new leader) needs no check before the org's slot: the status was written when it
-/// last changed, and steady checks write nothing, so this rule costs no write.
+/// last changed, and steady checks write nothing, so this rule costs no write. A status whose
+/// forecast expiry (`authorizationExpiresAt`) has passed is not current: the refresh token is
+/// tried at once.
 pub fn current(g: &Gathered, now: Timestamp) -> bool {
     let s = &g.status;
-    s.observed_generation.is_some()
+    let past_expiry = s
+        .authorization_expires_at
+        .as_ref()
+        .is_some_and(|t| t.0 <= now);
+    !past_expiry
+        && s.observed_generation.is_some()
         && s.observed_generation == g.generation
         && matches!(s.state, Some(TokenState::Valid | TokenState::Expired))
         && g.fingerprint.secret_version.is_some()

@@ -1326,9 +1326,58 @@ fn the_forecast_expiry_triggers_a_refresh_at_once() {
         Plan::Wait(14 * MIN + Duration::from_secs(59)),
         "already checked since the expiry: only once"
     );
+    let g = observed(FlowKind::WebServer, &tokens, &status, None);
+    assert_eq!(
+        plan(&g, now()),
+        Plan::Check(CheckKind::Validate { renew_first: true }),
+        "a new leader past the expiry tries the refresh token too"
+    );
+    // Even when the status is otherwise current (no waiting for the org's slot).
+    let mut current = current_status(TokenState::Valid);
+    current.authorization_expires_at = Some(Time(ago(Duration::from_secs(5))));
+    let g = Gathered {
+        fingerprint: on_secret("7"),
+        ..observed(FlowKind::WebServer, &tokens, &current, None)
+    };
+    assert_eq!(
+        plan(&g, now()),
+        Plan::Check(CheckKind::Validate { renew_first: true }),
+        "a current status past its forecast expiry is checked at once"
+    );
+    current.authorization_expires_at = Some(Time(later(DAY)));
+    let g = Gathered {
+        fingerprint: on_secret("7"),
+        ..observed(FlowKind::WebServer, &tokens, &current, None)
+    };
+    assert!(
+        matches!(plan(&g, now()), Plan::Slot(_)),
+        "before the expiry a current status waits for its slot"
+    );
     status.authorization_expires_at = Some(Time(later(MIN)));
     let g = observed(FlowKind::WebServer, &tokens, &status, Some(&recent));
     assert_eq!(plan(&g, now()), Plan::Wait(14 * MIN), "not yet");
+    let g = observed(FlowKind::WebServer, &tokens, &status, None);
+    assert_eq!(
+        plan(&g, now()),
+        Plan::Check(CheckKind::Validate { renew_first: false }),
+        "not yet: a plain first check"
+    );
+}
+
+#[test]
+fn the_last_use_is_the_later_of_the_last_refresh_and_the_tokens_issue_time() {
+    let tokens = tokens(true, true, 120 * MIN);
+    let mut status = SalesforceOrgStatus::default();
+    let g = observed(FlowKind::WebServer, &tokens, &status, None);
+    assert_eq!(
+        forecast::Facts::of(&g, &status).last_refreshed_at,
+        Some(ago(120 * MIN))
+    );
+    status.last_refreshed_at = Some(Time(ago(MIN)));
+    assert_eq!(
+        forecast::Facts::of(&g, &status).last_refreshed_at,
+        Some(ago(MIN))
+    );
 }
 
 /// A status written after a check of generation 1 against token Secret version "7".
