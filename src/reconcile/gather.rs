@@ -109,13 +109,14 @@ pub async fn org(
 }
 
 /// When the tokens were authorized: the annotation the callback writes together with the
-/// tokens, or that a person sets on tokens stored by hand (RFC 3339).
+/// tokens, or that a person sets on tokens stored by hand (RFC 3339). In whole seconds, as
+/// status stores times: a fraction would read back different and rewrite status every time.
 fn authorized_at(annotations: &BTreeMap<String, String>) -> Option<Time> {
-    annotations
+    let at = annotations
         .get(AUTHORIZED_AT_ANNOTATION)?
-        .parse::<k8s_openapi::jiff::Timestamp>()
-        .ok()
-        .map(Time)
+        .parse::<Timestamp>()
+        .ok()?;
+    Timestamp::from_second(at.as_second()).ok().map(Time)
 }
 
 /// The spec's flow and interval, and its login host checked against the allowlist.
@@ -229,4 +230,29 @@ pub async fn holds_at_start(
         })
         .await?;
     Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorized_at_is_read_in_whole_seconds() {
+        let read = |v: &str| {
+            authorized_at(&BTreeMap::from([(
+                AUTHORIZED_AT_ANNOTATION.to_owned(),
+                v.to_owned(),
+            )]))
+            .map(|t| t.0.to_string())
+        };
+        assert_eq!(
+            read("2026-01-31T09:00:00Z").as_deref(),
+            Some("2026-01-31T09:00:00Z")
+        );
+        assert_eq!(
+            read("2026-01-31T09:00:00.75Z").as_deref(),
+            Some("2026-01-31T09:00:00Z")
+        );
+        assert_eq!(read("yesterday"), None);
+    }
 }
