@@ -39,6 +39,7 @@ impl OrgSpec {
             expected_org_id: None,
             dependents: None,
             check_interval: None,
+            notifications: None,
         })
     }
 

@@ -14,6 +14,7 @@
 pub mod events;
 pub mod held;
 pub mod link;
+pub mod notices;
 pub mod schedule;
 pub mod status;
 pub mod verdict;
