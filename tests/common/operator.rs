@@ -44,6 +44,10 @@ pub struct Operator {
     /// The controller's clock (and its JWT assertions'); set before starting the controller
     /// to rehearse a skewed node.
     pub clock: Clock,
+    /// Notifications, when set before starting the controller.
+    pub notify: Option<sforg_operator::notify::Notifier>,
+    /// The controller's metrics, when set before starting the controller.
+    pub metrics: Option<std::sync::Arc<sforg_operator::metrics::Metrics>>,
 }
 
 /// A re-auth callback server on a loopback port, serving the operator's links.
@@ -117,6 +121,8 @@ impl Operator {
             controller_client: None,
             reauth: None,
             clock: Clock::system(),
+            notify: None,
+            metrics: None,
         }
     }
 
@@ -217,12 +223,13 @@ impl Operator {
             .controller_client
             .clone()
             .unwrap_or_else(|| self.client.clone());
-        let task = tokio::spawn(controller::run(
+        let task = tokio::spawn(controller::run_with(
             client,
             salesforce,
             Settings {
                 reauth: self.reauth.as_ref().map(|r| r.links.clone()),
                 clock: self.clock,
+                notify: self.notify.clone(),
                 ..Settings::default()
             },
             Scope {
@@ -231,6 +238,10 @@ impl Operator {
             "test".into(),
             async move {
                 let _ = rx.await;
+            },
+            controller::Hooks {
+                metrics: self.metrics.clone(),
+                health: None,
             },
         ));
         self.stop = Some(tx);
