@@ -591,3 +591,136 @@ async fn a_delivery_cut_by_a_stop_is_redelivered_with_the_same_key() {
         "the same key both times: a receiver drops the repeat"
     );
 }
+
+/// Starts the operator binary (as a Deployment would, without leader election) with
+/// notifications on the channels Secret of `op`'s namespace.
+fn spawn_binary(op: &Operator, ca: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    let binary = std::env::var("SFORG_OPERATOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sforg-operator").to_owned());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(binary)
+        .args(["run", "--namespace", &op.ns, "--no-leader-election"])
+        .args(["--salesforce-proxy", op.sim.proxy_url()])
+        .arg("--extra-ca-file")
+        .arg(ca)
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "--notification-channels-secret",
+            &format!("{}/{CHANNELS_SECRET}", op.ns),
+        ])
+        .args(["--notification-default-channels", "hook"])
+        .args(["--notification-retry-backoff", "200ms"])
+        .env("KUBECONFIG", common::kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the operator")
+}
+
+#[tokio::test]
+async fn sigkill_between_deciding_and_sending_loses_nothing() {
+    let hooks = Receiver::start().await;
+    let op = Operator::prepare("notify-kill").await;
+    put_channels(
+        &op,
+        &format!(
+            "hook:\n  kind: webhook\n  url: {}/hang/x\n  timeout: 120s\n",
+            hooks.url
+        ),
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("sforg-notify-kill-{}", op.ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("sim-ca.pem");
+    std::fs::write(&ca, op.sim.ca_pem()).unwrap();
+    let log = dir.join("operator.log");
+    let mut first = spawn_binary(&op, &ca, &log);
+    op.create_web_org("acme").await;
+    op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+
+    revoke_and_check(&op, &["acme"]).await;
+    eventually("the notification to be on its way", WAIT, || async {
+        (!hooks.received().is_empty()).then_some(())
+    })
+    .await;
+    // Decided and recorded, not yet answered: SIGKILL.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let pending = records(&op, "acme").await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].state, DeliveryState::Pending);
+
+    hooks.release();
+    let mut second = spawn_binary(&op, &ca, &log);
+    let got = settled(&op, "acme", NoticeKind::Expired, 1).await;
+    let _ = second.kill();
+    let _ = second.wait();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got["hook"].state, DeliveryState::Sent, "{logs}");
+    let keys: BTreeSet<String> = hooks.received().into_iter().map(|r| r.key).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([got["hook"].key.clone()]),
+        "redelivered with the same key"
+    );
+    assert_eq!(
+        hooks.received().len(),
+        2,
+        "once per process, never decided twice"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_handover_delivers_what_the_old_leader_left_pending() {
+    use common::replica::Replica;
+    use sforg_operator::salesforce::HttpSalesforce;
+    let hooks = Receiver::start().await;
+    let op = Operator::prepare("notify-leader").await;
+    let yaml = format!(
+        "hook:\n  kind: webhook\n  url: {}/hang/x\n  timeout: 120s\n",
+        hooks.url
+    );
+    put_channels(&op, &yaml).await;
+    let store = config::Store::with(config::parse(&yaml).unwrap());
+    let replica = |id: &str| {
+        let settings = sforg_operator::reconcile::Settings {
+            notify: Some(Notifier::new(
+                notify::Settings {
+                    default_channels: vec!["hook".into()],
+                    ..settings()
+                },
+                store.clone(),
+            )),
+            ..Default::default()
+        };
+        let salesforce = HttpSalesforce::new(common::operator::http_settings(&op.sim)).unwrap();
+        Replica::start_with(&op, "notify-lease", id, salesforce, settings)
+    };
+    let mut a = replica("replica-a");
+    eventually("a to lead", WAIT, || async { a.leads().then_some(()) }).await;
+    let b = replica("replica-b");
+    op.create_web_org("acme").await;
+    op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+
+    revoke_and_check(&op, &["acme"]).await;
+    eventually("the notification to be on its way", WAIT, || async {
+        (!hooks.received().is_empty()).then_some(())
+    })
+    .await;
+    a.crash().await;
+    assert_eq!(records(&op, "acme").await[0].state, DeliveryState::Pending);
+    hooks.release();
+    let got = settled(&op, "acme", NoticeKind::Expired, 1).await;
+    assert!(b.leads());
+    assert_eq!(got["hook"].state, DeliveryState::Sent);
+    let keys: BTreeSet<String> = hooks.received().into_iter().map(|r| r.key).collect();
+    assert_eq!(keys.len(), 1, "the new leader delivers with the same key");
+}
