@@ -185,6 +185,8 @@ fn everything_on(watch: &[&str]) -> Value {
         "salesforce": {"proxy": "http://proxy.internal:3128",
             "extraCA": {"configMap": "corp-ca", "key": "ca.crt"}},
         "replicaCount": 2,
+        "notifications": {"channelsSecret": "sforg-notification-channels",
+            "defaultChannels": ["team-hook"], "recipientDomains": ["acme.example"]},
     })
 }
 
@@ -477,6 +479,12 @@ fn own_namespace_rules(fullname: &str) -> BTreeSet<Rule> {
         ),
         rule("", "secrets", "", "create"),
         rule("", "secrets", &format!("{fullname}-state-key"), "get"),
+        rule(
+            "",
+            "secrets",
+            "sforg-notification-channels",
+            "get,list,watch",
+        ),
     ]
     .into_iter()
     .collect()
