@@ -13,6 +13,7 @@ import json
 import signal
 import ssl
 import sys
+import time
 import warnings
 
 from aiosmtpd.controller import Controller
@@ -43,6 +44,7 @@ class Handler:
             "data": envelope.content.decode("utf8", errors="replace"),
             "tls": session.ssl is not None,
             "auth": session.authenticated,
+            "at": time.time(),
         }
         with open(self.out, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -54,6 +54,7 @@ impl Pki {
 /// One request the receiver got.
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub at: std::time::SystemTime,
     pub path: String,
     pub key: String,
     pub body: serde_json::Value,
@@ -96,6 +97,7 @@ async fn handle(
         .to_owned();
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let got = Received {
+        at: std::time::SystemTime::now(),
         path: path.clone(),
         key,
         body,
@@ -137,7 +139,10 @@ async fn handle(
         _ => StatusCode::NO_CONTENT,
     };
     if status.is_success() {
-        delivered.lock().unwrap().push(got);
+        delivered.lock().unwrap().push(Received {
+            at: std::time::SystemTime::now(),
+            ..got
+        });
     }
     status
 }
@@ -257,6 +262,8 @@ pub struct Mail {
     pub data: String,
     pub tls: bool,
     pub auth: bool,
+    /// When it was accepted (seconds since the Unix epoch).
+    pub at: f64,
 }
 
 impl Smtp {
