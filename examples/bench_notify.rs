@@ -25,7 +25,7 @@ use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_operator::notify::{self, Notifier, config};
 use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
-use sforg_simulator::{DemoSeed, Simulator};
+use sforg_simulator::{DemoSeed, Simulator, UserSpec};
 use support::{Receiver, Smtp, indent};
 
 struct Running {
@@ -85,7 +85,10 @@ async fn create_orgs(
         .await?;
     let orgs: Api<SalesforceOrg> = Api::namespaced(client.clone(), ns);
     for name in names {
-        let tokens = sim.mint_tokens(&demo.app.client_id, &demo.user.username)?;
+        // One user per org: Salesforce keeps at most 5 grants per user and app.
+        let user = format!("{name}@acme.example");
+        sim.create_user(UserSpec::new(&demo.org.label, &user, "Bench-Passw0rd!"))?;
+        let tokens = sim.mint_tokens(&demo.app.client_id, &user)?;
         secrets
             .create(&PostParams::default(), &serde_json::from_value(json!({
                 "metadata": {"name": format!("{name}-token"), "labels": {

@@ -21,6 +21,7 @@ use sforg_operator::crd::{
 };
 use sforg_operator::metrics::Metrics;
 use sforg_operator::notify::{self, Notifier, config};
+use sforg_simulator::UserSpec;
 use support::{Receiver, Smtp, indent};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -532,18 +533,33 @@ async fn many_orgs_expiring_at_once_are_all_told_with_bounded_concurrency() {
     .await;
     const ORGS: usize = 12;
     op.ensure_app_secret().await;
-    for i in 0..ORGS {
-        let name = format!("org{i}");
-        // No spec.notifications: the administrator's default channel.
-        op.create_org(&name, op.web_org(&name).json()).await;
-        op.seed_tokens(&format!("{name}-token"), &name).await;
-    }
-    for i in 0..ORGS {
-        op.wait_state(&format!("org{i}"), TokenState::Valid, None)
-            .await;
-    }
     let names: Vec<String> = (0..ORGS).map(|i| format!("org{i}")).collect();
-    revoke_and_check(&op, &names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    for name in &names {
+        // One user per org: Salesforce keeps at most 5 grants per user and app.
+        let user = format!("{name}@acme.example");
+        op.sim
+            .create_user(UserSpec::new(&op.demo.org.label, &user, "Test-Passw0rd!"))
+            .unwrap();
+        let t = op.sim.mint_tokens(&op.demo.app.client_id, &user).unwrap();
+        let mut data = BTreeMap::new();
+        data.insert("access_token".to_owned(), t.access_token.clone());
+        data.insert("refresh_token".to_owned(), t.refresh_token.clone().unwrap());
+        data.insert("instance_url".to_owned(), t.instance_url.clone());
+        data.insert("issued_at".to_owned(), t.issued_at.clone());
+        op.put_secret(&format!("{name}-token"), name, data).await;
+        // No spec.notifications: the administrator's default channel.
+        op.create_org(name, op.web_org(name).json()).await;
+    }
+    for name in &names {
+        op.wait_state(name, TokenState::Valid, None).await;
+    }
+    for name in &names {
+        op.sim
+            .control()
+            .revoke_user_tokens(&format!("{name}@acme.example"), None)
+            .unwrap();
+        op.request_check(name).await;
+    }
     eventually("every org to be told", Duration::from_secs(90), || async {
         (hooks.delivered().len() >= ORGS).then_some(())
     })
