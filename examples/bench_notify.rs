@@ -218,15 +218,36 @@ async fn latency(client: &Client, sim: &Simulator, demo: &DemoSeed, n: usize) ->
     })
     .await?;
 
-    sim.control()
-        .revoke_user_tokens(&demo.user.username, None)?;
+    for name in &names {
+        sim.control()
+            .revoke_user_tokens(&format!("{name}@acme.example"), None)?;
+    }
     let started = Instant::now();
     let t0 = request_checks(&orgs, &names).await?;
-    wait_until("every message", Duration::from_secs(300), || {
+    let delivered = wait_until("every message", Duration::from_secs(300), || {
         let done = hooks.delivered().len() >= n && smtp.mails().len() >= n;
         async move { done }
     })
-    .await?;
+    .await;
+    if let Err(e) = delivered {
+        let expired = orgs
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|o| o.status.as_ref().and_then(|s| s.state) == Some(TokenState::Expired))
+            .count();
+        let first = orgs.get(&names[0]).await?;
+        return Err(format!(
+            "{e}: {} webhook, {} mail, {expired} orgs Expired; {}: {:?} {:?}",
+            hooks.delivered().len(),
+            smtp.mails().len(),
+            names[0],
+            first.metadata.annotations,
+            first.status
+        )
+        .into());
+    }
     let all_done = started.elapsed();
     let uids: BTreeMap<String, String> = orgs
         .list(&Default::default())
@@ -321,7 +342,7 @@ async fn week(client: &Client, sim: &Simulator, demo: &DemoSeed) -> BenchResult<
     })
     .await?;
     sim.control()
-        .revoke_user_tokens(&demo.user.username, None)?;
+        .revoke_user_tokens("lapsed@acme.example", None)?;
     request_checks(&orgs, &names).await?;
     let start_at = Instant::now();
     // Two restarts (the process killed, a new one started) during the week.
