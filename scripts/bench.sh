@@ -8,6 +8,8 @@
 #                             (SFORG_BENCH_ORGS=N changes 10k)
 #   scripts/bench.sh dashboard the dashboard in headless Chromium at 10 and 1,000 orgs: first
 #                             render, and status change -> row updated in the open page
+#   scripts/bench.sh notify   failing check -> webhook and SMTP delivery, p50/p99 over 100 orgs;
+#                             messages over a simulated week of an org left expired, two restarts
 #
 # Figures, not pass/fail: run on a quiet machine and read the table.
 set -euo pipefail
@@ -21,7 +23,8 @@ case $what in
     cargo build --locked --quiet --example bench_scale
     ;;
   dashboard) cargo build --locked --quiet --example bench_dashboard ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  notify) cargo build --locked --quiet --example bench_notify ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 work=$(mktemp -d "${TMPDIR:-/tmp}/sforg-bench.XXXXXX")
 trap 'scripts/control-plane.sh stop "$work/cp" || true; rm -rf "$work"' EXIT

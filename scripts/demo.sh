@@ -3,7 +3,8 @@
 # the Salesforce simulator (answering as login.salesforce.com through a local proxy), the
 # operator, and an example org with its nightly backup CronJob. It walks the whole story:
 # first login through the re-auth link -> Valid -> token revoked -> Expired, backup suspended,
-# a new link -> a person logs in again through it -> Valid, backup resumed.
+# a new link, sent to the team's webhook -> a person logs in again through the link in that
+# message -> Valid, backup resumed.
 # Everything it starts is stopped at the end.
 #
 #   scripts/demo.sh          the story on a control plane alone (CronJobs are suspended, no pod runs)
@@ -72,10 +73,22 @@ step "Installing the SalesforceOrg CRD and starting the operator (namespace $ns)
 target/debug/sforg-operator crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established crd/salesforceorgs.orgtokens.dev --timeout=60s
 kubectl create namespace "$ns"
+# The team's chat webhook, here a local receiver: the operator tells it when the org needs a
+# person, with the link.
+hook_port=$(free_port)
+python3 scripts/lib/webhook-receiver.py "$hook_port" "$work/messages.jsonl" &
+pids+=($!)
+kubectl -n "$ns" create secret generic sforg-notification-channels --from-literal=channels.yaml="
+team-hook:
+  kind: webhook
+  url: http://127.0.0.1:$hook_port/sforg
+"
 RUST_LOG=info target/debug/sforg-operator run --namespace "$ns" \
   --salesforce-proxy "$proxy" --extra-ca-file "$work/sim-ca.pem" \
   --public-url "$public_url" --callback-listen "127.0.0.1:$callback_port" \
-  --metrics-listen "127.0.0.1:$metrics_port" --lease-namespace "$ns" >"$work/operator.log" 2>&1 &
+  --metrics-listen "127.0.0.1:$metrics_port" --lease-namespace "$ns" \
+  --notification-channels-secret "$ns/sforg-notification-channels" \
+  --notification-default-channels team-hook >"$work/operator.log" 2>&1 &
 pids+=($!)
 
 step "Applying the example org and its nightly backup CronJob"
@@ -102,11 +115,27 @@ next_backup() { # jobs-before
 }
 job_count() { backup_jobs -o name | wc -l; }
 
-open_link() { # what a person does with the link in status: open it, log in, allow
-  local link
-  link=$(kubectl -n "$ns" get sforg acme-prod -o jsonpath='{.status.reauth.url}')
+open_link() { # what a person does with a link (by default the one in status): open it, log in, allow
+  local link=${1:-}
+  [ -n "$link" ] || link=$(kubectl -n "$ns" get sforg acme-prod -o jsonpath='{.status.reauth.url}')
   echo "  re-auth link: $link"
   python3 scripts/lib/open-link.py "$link" "$proxy" "$work/sim-ca.pem" "$user" "$password"
+}
+# Waits for the webhook message of this event and prints it; sets $message_link.
+message() { # event
+  for _ in $(seq 60); do
+    grep -q "\"event\": \"$1\"" "$work/messages.jsonl" 2>/dev/null && break
+    sleep 1
+  done
+  python3 - "$work/messages.jsonl" "$1" <<'PY' || { echo "error: no $1 message arrived" >&2; return 1; }
+import json, sys
+found = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["event"] == sys.argv[2]]
+for key in ["event", "namespace", "name", "state", "reason", "message", "reauthUrl", "orgId",
+            "username", "authorizedBy", "authorizedAt", "since", "idempotencyKey"]:
+    if found[-1].get(key) is not None:
+        print(f"  {key}: {found[-1][key]}")
+PY
+  message_link=$(python3 -c 'import json,sys; m=[json.loads(l) for l in open(sys.argv[1])]; print([x for x in m if x["event"]==sys.argv[2]][-1].get("reauthUrl") or "")' "$work/messages.jsonl" "$1")
 }
 
 step "A person opens the link in status and logs into Salesforce for the first time"
@@ -182,8 +211,11 @@ if $with_node; then
   resume_from=$paused_jobs
 fi
 
-step "The person opens the new link and logs in again; the operator resumes the backup"
-open_link
+step "The team's webhook receives the expiry message, with the link (nobody had to notice)"
+message Expired
+
+step "The person opens the link from the message and logs in again; the operator resumes the backup"
+open_link "$message_link"
 kubectl -n "$ns" wait --for=jsonpath='{.status.state}'=Valid sforg/acme-prod --timeout=60s
 kubectl -n "$ns" wait --for=jsonpath='{.spec.suspend}'=false cronjob/acme-prod-nightly-backup --timeout=60s
 kubectl -n "$ns" get sforg -o wide
@@ -193,8 +225,11 @@ if $with_node; then
   next_backup "$resume_from"
   backup_jobs
 fi
+step "The team is told that the org is valid again, and who logged in"
+message Recovered
+
 step "What Prometheus would scrape"
-curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -E '^sforg_(orgs|salesforce_requests_total)' || true
+curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -E '^sforg_(orgs|salesforce_requests_total|notifications_total)' || true
 
 step "The schema refuses a bad spec before any controller sees it"
 kubectl -n "$ns" apply -f - <<'YAML' || true

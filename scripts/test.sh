@@ -34,6 +34,23 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   fi
 fi
 
+# Notification tests (tests/notify.rs) speak real SMTP to aiosmtpd (Debian's python3-aiosmtpd).
+if ! /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "installing Debian's python3-aiosmtpd for the notification tests" >&2
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null && sudo="sudo -n"
+  fi
+  apt() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get -q "$@" >/dev/null; }
+  install_smtpd() { apt install -y --no-install-recommends python3-aiosmtpd; }
+  if ! command -v apt-get >/dev/null || ! { install_smtpd || { apt update && install_smtpd; }; }; then
+    echo "error: the notification tests need aiosmtpd for /usr/bin/python3; installing the" >&2
+    echo "Debian package python3-aiosmtpd with apt-get failed; install it as root and run" >&2
+    echo "scripts/test.sh again" >&2
+    exit 1
+  fi
+fi
+
 started=$(date +%s)
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -133,6 +133,15 @@ impl Drop for Unsync {
     }
 }
 
+/// Stops a task when the controller stops, however it stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// [`run`] with metrics and readiness.
 pub async fn run_with<S: Salesforce>(
     client: Client,
@@ -148,6 +157,16 @@ pub async fn run_with<S: Salesforce>(
         instance: Some(instance),
     };
     let recorder = Recorder::new(client.clone(), reporter);
+    // The delivery worker runs while this controller runs (while leading), beside it.
+    let _notify = settings.notify.clone().map(|notifier| {
+        let worker = crate::notify::deliver::Worker {
+            notifier,
+            client: client.clone(),
+            recorder: recorder.clone(),
+            metrics: hooks.metrics.clone(),
+        };
+        AbortOnDrop(tokio::spawn(worker.run()))
+    });
     let ctx = Arc::new(Context::new(client.clone(), salesforce, settings, recorder));
     let (store, writer) = reflector::store();
     let org_events = org_events(&client, &scope, store.clone(), writer);

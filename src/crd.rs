@@ -131,6 +131,12 @@ pub struct SalesforceOrgSpec {
     /// ValidUntilRevoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token_policy: Option<RefreshTokenPolicy>,
+
+    /// Who is told when the org needs a person: channels the cluster administrator defined
+    /// (by name) and email recipients. Orgs that set nothing use the operator's default
+    /// channels (--notification-default-channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationsSpec>,
 }
 
 /// The app's refresh token policy: `type` and, except for ValidUntilRevoked, `duration`.
@@ -176,6 +182,101 @@ pub enum TokenPolicy {
     ExpireAfter(std::time::Duration),
     /// Expires when not used for this long.
     ExpireIfNotUsedFor(std::time::Duration),
+}
+
+/// Where an org's notifications go.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// Channels defined by the cluster administrator in the operator's channels Secret, by
+    /// name (for example team-webhook, admins-mail). No URL or mail server is ever taken from
+    /// here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d == c))").message("notifications.channels must not name a channel twice"))]
+    pub channels: Vec<String>,
+    /// Email addresses that email channels write to. Only addresses in domains the cluster
+    /// administrator allows (--notification-recipient-domains) receive mail; others are listed
+    /// in status.refusedRecipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 20),
+        inner(
+            length(min = 3, max = 254),
+            regex(pattern = r"^[^@\s<>,;]+@[^@\s<>,;]+$")
+        )
+    )]
+    pub recipients: Vec<String>,
+}
+
+/// What a notification is about.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoticeKind {
+    /// The token expired: a person must log in through the link.
+    Expired,
+    /// Still expired, some time later.
+    Reminder,
+    /// The authorization expires soon (condition TokenExpiringSoon).
+    ExpiringSoon,
+    /// Valid again after being expired.
+    Recovered,
+    /// A login through the re-auth link was refused.
+    ReauthRefused,
+}
+
+/// Where a notification's delivery stands.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Decided, not delivered yet (delivered again after a restart, with the same key).
+    Pending,
+    /// The channel accepted it.
+    Sent,
+    /// The channel refused it or stayed unreachable through every retry.
+    Failed,
+}
+
+/// One notification on one channel, recorded so it is sent once per transition across
+/// restarts and leader changes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRecord {
+    /// The idempotency key (the same on every channel and every delivery attempt): the org's
+    /// uid, the kind, and the transition it is about.
+    pub key: String,
+    /// The channel's name.
+    pub channel: String,
+    /// What it is about.
+    pub kind: NoticeKind,
+    /// The reminder's number (1, 2, ...), for reminders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<u32>,
+    /// The condition reason it reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the transition it reports happened.
+    pub since: Time,
+    /// When the operator decided to send it.
+    pub decided_at: Time,
+    /// Pending, Sent or Failed.
+    pub state: DeliveryState,
+    /// Delivery attempts made.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the channel accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Time>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The authentication flow. The CRD keeps three optional members; the CEL rule makes exactly
@@ -375,6 +476,14 @@ pub struct SalesforceOrgStatus {
     /// org's next check waits for its slot instead of running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_version: Option<String>,
+    /// Notifications of the current transitions, and whether each was delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub notifications: Vec<NotificationRecord>,
+    /// Addresses in spec.notifications.recipients outside the domains the cluster
+    /// administrator allows: nothing is sent to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_recipients: Vec<String>,
 }
 
 /// The checked form of [`AuthSpec`]: exactly one flow, as the controller needs it.
@@ -494,6 +603,7 @@ mod tests {
             dependents: None,
             check_interval: interval.map(str::to_owned),
             refresh_token_policy: None,
+            notifications: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod manifests;
 pub mod messages;
 pub mod metrics;
 pub mod namespaces;
+pub mod notify;
 pub mod pinning;
 pub mod plugin;
 pub mod reasons;

@@ -17,7 +17,7 @@ use sforg_operator::reconcile::Settings;
 use sforg_operator::salesforce::allowlist::HostAllowlist;
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_operator::telemetry::{self, Health, LogFormat};
-use sforg_operator::{dashboard, plugin};
+use sforg_operator::{dashboard, notify, plugin};
 
 /// Keeps Salesforce org connections alive in Kubernetes.
 ///
@@ -181,6 +181,44 @@ struct RunArgs {
     /// it valid.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", action = clap::ArgAction::Set)]
     revoke_superseded_tokens: bool,
+
+    /// The Secret whose key channels.yaml defines the notification channels (webhooks and
+    /// mail servers, by name; see the README). Watched: a change applies without a restart,
+    /// an invalid version keeps the last good channels and logs which field is wrong.
+    /// Notifications are off when unset.
+    #[arg(long, env = "SFORG_NOTIFICATION_CHANNELS_SECRET", value_name = "NAMESPACE/NAME", value_parser = parse_secret_ref)]
+    notification_channels_secret: Option<(Option<String>, String)>,
+
+    /// Channels for orgs whose spec.notifications names none. Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "CHANNEL")]
+    notification_default_channels: Vec<String>,
+
+    /// Email recipients (spec.notifications.recipients) must be in this domain or a
+    /// subdomain; others are listed in the org's status.refusedRecipients and get nothing.
+    /// Repeatable or comma-separated. No recipient is allowed when unset.
+    #[arg(long, value_delimiter = ',', value_name = "DOMAIN")]
+    notification_recipient_domains: Vec<String>,
+
+    /// Time between reminders while an org stays expired.
+    #[arg(long, default_value = "24h", value_parser = cli::parse_duration)]
+    notification_reminder_interval: Duration,
+
+    /// Reminders per expiry, at most (0: only the Expired notification).
+    #[arg(long, default_value_t = 3)]
+    notification_reminder_max: u32,
+
+    /// Notifications delivered at the same time, at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    notification_concurrency: u16,
+
+    /// Attempts per notification and channel before it is marked Failed (with a Warning
+    /// Event on the org).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    notification_attempts: u32,
+
+    /// The wait after a failed delivery attempt, doubled after each (at most 1m).
+    #[arg(long, default_value = "2s", value_parser = cli::parse_duration)]
+    notification_retry_backoff: Duration,
 }
 
 /// The parsed `--expiry-lead-times`, longest first.
@@ -228,11 +266,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         format!("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
     })?;
     let reauth = serve_callback(&args, &client, &http, &metrics, &allowlist).await?;
+    let notify = notifications(&args, &client, &metrics);
     let settings = Settings {
         keepalive: args.refresh_keepalive,
         expiry_lead_times: args.expiry_lead_times.0.clone(),
         allowlist,
         reauth,
+        notify,
         ..Settings::default()
     };
     let instance = std::env::var("POD_NAME")
@@ -277,6 +317,42 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The notifier, when a channels Secret is configured, with the watch that keeps its
+/// channels current (on every replica, so a new leader starts with them).
+fn notifications(
+    args: &RunArgs,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+) -> Option<notify::Notifier> {
+    let Some((namespace, name)) = &args.notification_channels_secret else {
+        tracing::info!("no --notification-channels-secret: notifications are off");
+        return None;
+    };
+    let namespace = namespace
+        .clone()
+        .or_else(|| args.lease_namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let store = notify::config::Store::default();
+    let api = kube::Api::namespaced(client.clone(), &namespace);
+    tokio::spawn(notify::config::watch(
+        api,
+        name.clone(),
+        store.clone(),
+        Some(metrics.clone()),
+    ));
+    let settings = notify::Settings {
+        default_channels: args.notification_default_channels.clone(),
+        recipient_domains: args.notification_recipient_domains.clone(),
+        reminder_interval: args.notification_reminder_interval,
+        reminder_max: args.notification_reminder_max,
+        concurrency: usize::from(args.notification_concurrency),
+        attempts: args.notification_attempts,
+        retry_first: args.notification_retry_backoff,
+    };
+    tracing::info!(secret = %format!("{namespace}/{name}"), defaults = ?settings.default_channels, "notifications on");
+    Some(notify::Notifier::new(settings, store))
 }
 
 /// How the operator reaches Salesforce.

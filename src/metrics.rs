@@ -46,6 +46,8 @@ pub struct Metrics {
     salesforce_requests: Family<Labels2, Counter>,
     salesforce_duration: Family<Labels1, Histogram>,
     leader: Gauge,
+    notifications: Family<Vec<(&'static str, String)>, Counter>,
+    notification_config_valid: Gauge,
     orgs: Arc<RwLock<Option<OrgSource>>>,
 }
 
@@ -99,6 +101,19 @@ impl Metrics {
             "1 while this replica holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
+        let notifications = Family::<Vec<(&'static str, String)>, Counter>::default();
+        registry.register(
+            "sforg_notifications",
+            "Notification delivery attempts, by channel and outcome (sent, retried, failed)",
+            notifications.clone(),
+        );
+        let notification_config_valid = Gauge::default();
+        registry.register(
+            "sforg_notification_config_valid",
+            "1 while the last version of the notification channels Secret parsed (0: the last \
+             good channels stay in force; the log says which field is wrong)",
+            notification_config_valid.clone(),
+        );
         let orgs = Arc::new(RwLock::new(None));
         registry.register_collector(Box::new(OrgCollector {
             source: orgs.clone(),
@@ -111,6 +126,8 @@ impl Metrics {
             salesforce_requests,
             salesforce_duration,
             leader,
+            notifications,
+            notification_config_valid,
             orgs,
         })
     }
@@ -140,6 +157,21 @@ impl Metrics {
         self.salesforce_duration
             .get_or_create(&[("endpoint", endpoint)])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one notification delivery attempt on `channel`.
+    pub fn notification(&self, channel: &str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("channel", channel.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Sets whether the notification channels Secret parsed.
+    pub fn set_notification_config_valid(&self, valid: bool) {
+        self.notification_config_valid.set(i64::from(valid));
     }
 
     /// Sets whether this replica leads.

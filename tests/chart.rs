@@ -186,6 +186,8 @@ fn everything_on(watch: &[&str]) -> Value {
             "extraCA": {"configMap": "corp-ca", "key": "ca.crt"}},
         "replicaCount": 2,
         "expiryLeadTimes": ["14d", "3d", "12h"],
+        "notifications": {"channelsSecret": "sforg-notification-channels",
+            "defaultChannels": ["team-hook"], "recipientDomains": ["acme.example"]},
     })
 }
 
@@ -490,6 +492,12 @@ fn own_namespace_rules(fullname: &str) -> BTreeSet<Rule> {
         ),
         rule("", "secrets", "", "create"),
         rule("", "secrets", &format!("{fullname}-state-key"), "get"),
+        rule(
+            "",
+            "secrets",
+            "sforg-notification-channels",
+            "get,list,watch",
+        ),
     ]
     .into_iter()
     .collect()

@@ -68,20 +68,26 @@ pub async fn cronjobs(
 /// Writes the status by server-side apply under [`crate::FIELD_MANAGER`]: the operator owns
 /// every status field, so a field left out of `desired` is removed. A field last written by
 /// an older operator's merge patch (owned by another operation) survives an apply, so such
-/// leftovers are cleared with one merge patch.
+/// leftovers are cleared with one merge patch. With `resource_version`, the write happens only
+/// if the org is still at that version.
 pub async fn status(
     client: &Client,
     org: &SalesforceOrg,
     desired: &SalesforceOrgStatus,
+    resource_version: Option<&str>,
 ) -> Result<(), Error> {
     let ns = org.namespace().unwrap_or_default();
     let api: Api<SalesforceOrg> = Api::namespaced(client.clone(), &ns);
     let wanted = serde_json::to_value(desired).unwrap_or_default();
-    let body = json!({
+    let mut body = json!({
         "apiVersion": SalesforceOrg::api_version(&()),
         "kind": SalesforceOrg::kind(&()),
         "status": &wanted,
     });
+    if let Some(version) = resource_version {
+        // A conflict (409) when the org changed since it was read.
+        body["metadata"] = json!({ "name": org.name_any(), "resourceVersion": version });
+    }
     let params = PatchParams::apply(crate::FIELD_MANAGER).force();
     let written = api
         .patch_status(&org.name_any(), &params, &Patch::Apply(&body))

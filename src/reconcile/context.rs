@@ -43,6 +43,8 @@ pub struct Settings {
     /// controller: a leader that steps down during an API server outage and leads again
     /// still writes them before it talks to Salesforce.
     pub held: HeldTokens,
+    /// Notifications, when the administrator configured channels.
+    pub notify: Option<crate::notify::Notifier>,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             reauth: None,
             clock: Clock::system(),
             held: HeldTokens::default(),
+            notify: None,
         }
     }
 }

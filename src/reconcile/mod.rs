@@ -159,6 +159,10 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
         decide::dependents(&mut outcome, &gathered, &cronjobs, now);
     }
 
+    if let Some(notifier) = &settings.notify {
+        notices(notifier, org, &uid, &gathered, &mut outcome, now);
+    }
+
     let (applied, synced) = act::cronjobs(
         &ctx.client,
         &ctx.dependents,
@@ -171,11 +175,62 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
     act::publish(&ctx.recorder, org, &cronjob_events).await;
     synced?;
     if outcome.status != gathered.status {
-        act::status(&ctx.client, org, &outcome.status).await?;
+        // With notifications recorded, the write is conditional on the version read: the
+        // delivery worker marks records with its own patches, never to be overwritten by a
+        // reconcile that read the org before them (a conflict re-reads and decides again).
+        let guard = (!outcome.status.notifications.is_empty()
+            || !gathered.status.notifications.is_empty())
+        .then(|| org.resource_version())
+        .flatten();
+        act::status(&ctx.client, org, &outcome.status, guard.as_deref()).await?;
     }
     act::publish(&ctx.recorder, org, &outcome.events).await;
+    if let Some(notifier) = &settings.notify {
+        // Recorded as Pending first, so a crash from here on loses nothing.
+        notifier.submit(org, &outcome.status);
+    }
     debug!(org = %gathered.name, ?outcome.status.state, requeue = ?outcome.requeue, "reconciled");
     Ok(Action::requeue(outcome.requeue))
+}
+
+/// Adds the notifications due to the outcome (pure; see [`decide::notices`]), and the
+/// recipients refused by the administrator's domain allowlist.
+fn notices(
+    notifier: &crate::notify::Notifier,
+    org: &SalesforceOrg,
+    uid: &str,
+    gathered: &decide::Gathered,
+    outcome: &mut decide::Outcome,
+    now: k8s_openapi::jiff::Timestamp,
+) {
+    let (policy, recipients) = notifier.policy(org.spec.notifications.as_ref());
+    if recipients.refused != gathered.status.refused_recipients && !recipients.refused.is_empty() {
+        outcome
+            .events
+            .push(decide::events::recipients_refused(&recipients.refused));
+    }
+    outcome.status.refused_recipients = recipients.refused;
+    // A refused login is news only while the tokens it was refused for are current.
+    let version = gathered
+        .token_secret
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone())
+        .unwrap_or_default();
+    let failure = gathered
+        .reauth_failure
+        .as_ref()
+        .filter(|f| f.tokens == version);
+    if let Some(next) = decide::notices::settle(
+        uid,
+        &gathered.status,
+        &mut outcome.status,
+        failure,
+        &gathered.name,
+        &policy,
+        now,
+    ) {
+        outcome.requeue = outcome.requeue.min(next);
+    }
 }
 
 /// Before an org goes away: resume what it holds, forget what this process remembers.

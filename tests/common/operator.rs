@@ -46,6 +46,10 @@ pub struct Operator {
     pub clock: Clock,
     /// The controller's expiry lead times (`--expiry-lead-times`); set before starting it.
     pub expiry_lead_times: Vec<Duration>,
+    /// Notifications, when set before starting the controller.
+    pub notify: Option<sforg_operator::notify::Notifier>,
+    /// The controller's metrics, when set before starting the controller.
+    pub metrics: Option<std::sync::Arc<sforg_operator::metrics::Metrics>>,
 }
 
 /// A re-auth callback server on a loopback port, serving the operator's links.
@@ -120,6 +124,8 @@ impl Operator {
             reauth: None,
             clock: Clock::system(),
             expiry_lead_times: Settings::default().expiry_lead_times,
+            notify: None,
+            metrics: None,
         }
     }
 
@@ -227,13 +233,14 @@ impl Operator {
             .controller_client
             .clone()
             .unwrap_or_else(|| self.client.clone());
-        let task = tokio::spawn(controller::run(
+        let task = tokio::spawn(controller::run_with(
             client,
             salesforce,
             Settings {
                 reauth: self.reauth.as_ref().map(|r| r.links.clone()),
                 clock: self.clock,
                 expiry_lead_times: self.expiry_lead_times.clone(),
+                notify: self.notify.clone(),
                 ..Settings::default()
             },
             Scope {
@@ -242,6 +249,10 @@ impl Operator {
             "test".into(),
             async move {
                 let _ = rx.await;
+            },
+            controller::Hooks {
+                metrics: self.metrics.clone(),
+                health: None,
             },
         ));
         self.stop = Some(tx);

@@ -40,6 +40,7 @@ impl OrgSpec {
             dependents: None,
             check_interval: None,
             refresh_token_policy: None,
+            notifications: None,
         })
     }
 

@@ -31,6 +31,17 @@ impl Replica {
         id: &str,
         salesforce: S,
     ) -> Self {
+        Self::start_with(op, lease, id, salesforce, Settings::default())
+    }
+
+    /// [`Replica::start`] with the controller's `settings`.
+    pub fn start_with<S: Salesforce + Clone>(
+        op: &Operator,
+        lease: &str,
+        id: &str,
+        salesforce: S,
+        settings: Settings,
+    ) -> Self {
         let metrics = Metrics::new();
         let config = LeaseConfig::new(lease, op.ns.clone(), id);
         let elector = Elector::new(op.client.clone(), config)
@@ -54,7 +65,7 @@ impl Replica {
                         controller::run_with(
                             client.clone(),
                             salesforce.clone(),
-                            Settings::default(),
+                            settings.clone(),
                             Scope {
                                 namespaces: vec![ns.clone()],
                             },

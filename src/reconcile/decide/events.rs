@@ -65,6 +65,25 @@ pub fn expiring(before: &SalesforceOrgStatus, after: &SalesforceOrgStatus) -> Op
     })
 }
 
+/// The reason of the Warning Event naming recipients outside the allowed domains.
+pub const RECIPIENTS_REFUSED_EVENT: &str = "NotificationRecipientsRefused";
+
+/// The Event when spec.notifications.recipients names addresses the administrator does not
+/// allow: nothing is sent to them.
+pub fn recipients_refused(refused: &[String]) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: RECIPIENTS_REFUSED_EVENT.into(),
+        note: Some(format!(
+            "Nothing is sent to {}: outside the recipient domains the cluster administrator allows \
+             (--notification-recipient-domains). Use addresses in an allowed domain.",
+            name_list(refused, MAX_NAMES_CHARS)
+        )),
+        action: "Notify".into(),
+        secondary: None,
+    }
+}
+
 /// The Event answering a person's check request with what the org is now.
 pub fn checked(status: &SalesforceOrgStatus) -> Event {
     let state = status.state.unwrap_or_default();

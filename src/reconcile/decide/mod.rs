@@ -16,6 +16,7 @@ pub mod events;
 pub mod forecast;
 pub mod held;
 pub mod link;
+pub mod notices;
 pub mod schedule;
 pub mod status;
 pub mod verdict;
