@@ -22,7 +22,7 @@ use sforg_operator::crd::{
 use sforg_operator::metrics::Metrics;
 use sforg_operator::notify::{self, Notifier, config};
 use sforg_simulator::UserSpec;
-use support::{Receiver, Smtp, indent};
+use support::{Received, Receiver, Smtp, indent};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Revokes every token of the demo user at Salesforce and asks for a check of `names`: they
@@ -739,4 +739,50 @@ async fn a_leader_handover_delivers_what_the_old_leader_left_pending() {
     assert_eq!(got["hook"].state, DeliveryState::Sent);
     let keys: BTreeSet<String> = hooks.received().into_iter().map(|r| r.key).collect();
     assert_eq!(keys.len(), 1, "the new leader delivers with the same key");
+}
+
+#[tokio::test]
+async fn an_expiring_authorization_is_told_at_each_lead_time_with_a_link() {
+    use kube::api::{Patch, PatchParams};
+    use sforg_operator::crd::RefreshTokenPolicyType;
+    use sforg_operator::reauth_record::AUTHORIZED_AT_ANNOTATION;
+    let hooks = Receiver::start().await;
+    let yaml = format!("hook:\n  kind: webhook\n  url: {}/ok/expiry\n", hooks.url);
+    let (mut op, _) = operator("notify-expiring", &yaml, settings()).await;
+    op.kill_controller().await;
+    op.expiry_lead_times = vec![Duration::from_secs(30), Duration::from_secs(15)];
+    op.start_controller();
+    op.ensure_app_secret().await;
+    let mut spec = op
+        .web_org("acme")
+        .refresh_token_policy(RefreshTokenPolicyType::ExpireAfter, Some("40s"))
+        .json();
+    spec["notifications"] = json!({"channels": ["hook"]});
+    op.create_org("acme", spec).await;
+    op.seed_tokens("acme-token", "acme").await;
+    // Tokens brought in by hand, with the time of their login set by the person.
+    let authorized = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({"metadata": {"annotations": {AUTHORIZED_AT_ANNOTATION: authorized}}});
+    op.secrets()
+        .patch("acme-token", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    // The 30 s stage, then the 15 s one: one message each, with the re-auth link.
+    let told = eventually("two ExpiringSoon messages", WAIT, || async {
+        let told: Vec<Received> = hooks
+            .delivered_on("ok/expiry")
+            .into_iter()
+            .filter(|r| r.body["event"] == "ExpiringSoon")
+            .collect();
+        (told.len() >= 2).then_some(told)
+    })
+    .await;
+    assert_eq!(told.len(), 2, "one message per lead time");
+    assert_ne!(told[0].key, told[1].key);
+    for r in &told {
+        let url = r.body["reauthUrl"].as_str().unwrap_or_default();
+        assert!(url.contains("/reauth/"), "a link to act from: {}", r.body);
+        assert!(r.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
 }
