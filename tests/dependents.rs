@@ -150,15 +150,40 @@ async fn cronjobs_created_or_relabelled_while_expired() {
         .await;
     wait_suspended(&op, "late", true).await;
 
-    // Relabelled out of the selector: released and resumed.
-    let patch = json!({"metadata": {"labels": {"backup-of": "other"}}});
+    // Relabelled into the selector (the CronJob watch brings the change; nothing lists on a
+    // timer any more).
+    op.create_cronjob("moved", &[("backup-of", "other")], false)
+        .await;
+    op.create_cronjob("paused-by-person", &[("backup-of", "acme")], true)
+        .await;
+    let relabel = |to: &str| json!({"metadata": {"labels": {"backup-of": to}}});
     op.cronjobs()
-        .patch("first", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            "moved",
+            &PatchParams::default(),
+            &Patch::Merge(&relabel("acme")),
+        )
         .await
-        .expect("relabel");
+        .expect("relabel in");
+    wait_suspended(&op, "moved", true).await;
+    assert_eq!(op.cronjob_hold("moved").await, (true, Some("acme".into())));
+
+    // Relabelled out of the selector: released and resumed; a person's suspension stays.
+    for name in ["first", "paused-by-person"] {
+        op.cronjobs()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&relabel("other")),
+            )
+            .await
+            .expect("relabel out");
+    }
     wait_suspended(&op, "first", false).await;
     assert_eq!(op.cronjob_hold("first").await, (false, None));
     assert_eq!(op.cronjob_hold("late").await, (true, Some("acme".into())));
+    assert_eq!(op.cronjob_hold("moved").await, (true, Some("acme".into())));
+    assert_eq!(op.cronjob_hold("paused-by-person").await, (true, None));
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! reconciles (the last check of each org, tokens the Secret refused, re-assertion backoff).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -61,6 +61,8 @@ pub struct Context<S> {
     memos: Mutex<HashMap<String, Memo>>,
     /// Re-assertions of holds against other writers, for their backoff.
     pub dependents: dependents::Tracker,
+    /// The orgs that hold CronJobs or must, for the CronJob watch.
+    pub holding: Arc<dependents::Holding>,
 }
 
 impl<S> Context<S> {
@@ -73,6 +75,7 @@ impl<S> Context<S> {
             recorder,
             memos: Mutex::default(),
             dependents: dependents::Tracker::default(),
+            holding: Arc::default(),
         }
     }
 
