@@ -170,6 +170,11 @@ pub fn selects_meta(
     by_name || by_label
 }
 
+/// The holders named in a CronJob's annotations (from its metadata alone).
+pub fn holders_of(annotations: &std::collections::BTreeMap<String, String>) -> BTreeSet<String> {
+    parse_holders(annotations.get(HOLDERS_ANNOTATION))
+}
+
 /// Parses a holders annotation value.
 fn parse_holders(value: Option<&String>) -> BTreeSet<String> {
     value

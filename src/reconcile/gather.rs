@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
+use kube::core::Selector;
 use kube::{Client, ResourceExt};
 
 use super::decide::{self, FlowKind, Gathered, HeldTokensState, LinkFacts, Memo};
@@ -160,8 +161,18 @@ fn link_facts(
     }
 }
 
-/// The CronJobs of the org's namespace as the dependents rule sees them. With `release_all`
-/// (deletion) none counts as selected, so every hold is let go.
+/// CronJobs listed per page while looking for an org's CronJobs, so a namespace with tens of
+/// thousands of them is never held in memory at once.
+const CRONJOB_PAGE: u32 = 500;
+
+/// The org's CronJobs as the dependents rule sees them: those its spec selects and those it
+/// holds (its name in the holders annotation). With `release_all` (deletion) none counts as
+/// selected, so every hold is let go.
+///
+/// Only these are read in full: the label selector's matches with one list the API server
+/// filters, and the CronJobs named in the spec or held but not matched by labels (relabelled
+/// out) each with a GET, found by a paged metadata-only list of the namespace. So a namespace
+/// with thousands of other CronJobs costs a metadata scan, not its full CronJobs.
 pub async fn cronjobs(
     client: &Client,
     tracker: &Tracker,
@@ -170,15 +181,51 @@ pub async fn cronjobs(
     release_all: bool,
 ) -> Result<Vec<CronJobView>, Error> {
     let ns = org.namespace().unwrap_or_default();
+    let name = org.name_any();
+    let dependents = org.spec.dependents.as_ref();
     let api: Api<CronJob> = Api::namespaced(client.clone(), &ns);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::ReadCronJobs)?;
+    let mut found: BTreeMap<String, CronJob> = BTreeMap::new();
+    let selector = dependents
+        .and_then(|d| d.cron_job_selector.clone())
+        .and_then(|s| Selector::try_from(s).ok());
+    if let Some(selector) = selector.filter(|s| !s.selects_all()) {
+        let params = ListParams::default().labels_from(&selector);
+        for cj in api.list(&params).await.map_err(Error::ReadCronJobs)?.items {
+            found.insert(cj.name_any(), cj);
+        }
+    }
+    let mut wanted = Vec::new();
+    let mut params = ListParams::default().limit(CRONJOB_PAGE);
+    loop {
+        let page = api
+            .list_metadata(&params)
+            .await
+            .map_err(Error::ReadCronJobs)?;
+        for meta in &page.items {
+            let cj_name = meta.name_any();
+            if found.contains_key(&cj_name) {
+                continue;
+            }
+            let held = dependents::holders_of(meta.annotations()).contains(&name);
+            if held || dependents::selects_meta(dependents, &cj_name, meta.labels()) {
+                wanted.push(cj_name);
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    for cj_name in wanted {
+        if let Some(cj) = api.get_opt(&cj_name).await.map_err(Error::ReadCronJobs)? {
+            found.insert(cj_name, cj);
+        }
+    }
+    let cronjobs: Vec<CronJob> = found.into_values().collect();
     Ok(dependents::views(
         uid,
-        org.spec.dependents.as_ref(),
-        &list.items,
+        dependents,
+        &cronjobs,
         tracker,
         release_all,
     ))
