@@ -57,6 +57,14 @@ fn rss(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where the operator serves /metrics (`SFORG_BENCH_METRICS_PORT`, 9090 by default).
+fn metrics_addr() -> String {
+    format!(
+        "127.0.0.1:{}",
+        env_usize("SFORG_BENCH_METRICS_PORT").unwrap_or(9090)
+    )
+}
+
 fn start_operator(sim: &Simulator, ca: &PathBuf) -> BenchResult<Child> {
     let bin = std::env::var("SFORG_OPERATOR_BIN")
         .unwrap_or_else(|_| "target/release/sforg-operator".into());
@@ -69,6 +77,7 @@ fn start_operator(sim: &Simulator, ca: &PathBuf) -> BenchResult<Child> {
         ])
         .arg(ca)
         .env("RUST_LOG", "warn")
+        .env("SFORG_METRICS_LISTEN", metrics_addr())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?)
@@ -401,7 +410,7 @@ async fn ceiling(
 
 /// The operator's reconciles so far, from its `/metrics` (0 until it serves them).
 async fn reconciles() -> f64 {
-    let Ok(resp) = reqwest::get("http://127.0.0.1:9090/metrics").await else {
+    let Ok(resp) = reqwest::get(format!("http://{}/metrics", metrics_addr())).await else {
         return 0.0;
     };
     let text = resp.text().await.unwrap_or_default();
@@ -595,6 +604,59 @@ async fn main() -> BenchResult<()> {
     let (idle, _) = rss(op.id());
     println!("| RSS idle (caches synced, 0 orgs) | {idle:.1} MiB |");
     stop(op)?;
+
+    if let Ok(variants) = std::env::var("SFORG_BENCH_VARIANTS") {
+        // Compares builds or settings of the operator (`label|binary|ENV=VALUE ...`, separated
+        // by `;`) on the same orgs: after one cold start, each variant is restarted and its
+        // RSS read once every org is reconciled.
+        let n = big;
+        create_orgs(&client, &sim, &demo, fleet, (0, n), 64).await?;
+        let op = start_operator(&sim, &ca)?;
+        converge(&tally, &fleet.key_prefix(), n).await?;
+        stop(op)?;
+        for variant in variants.split(';') {
+            let mut parts = variant.split('|');
+            let label = parts.next().unwrap_or_default();
+            let bin = parts.next().unwrap_or("target/release/sforg-operator");
+            let envs: Vec<(&str, &str)> = parts
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let mut op = Command::new(bin)
+                .args([
+                    "run",
+                    "--salesforce-proxy",
+                    sim.proxy_url(),
+                    "--extra-ca-file",
+                ])
+                .arg(&ca)
+                .env("RUST_LOG", "warn")
+                .env("SFORG_METRICS_LISTEN", metrics_addr())
+                .envs(envs)
+                .stdout(Stdio::null())
+                .spawn()?;
+            let started = Instant::now();
+            let base = reconciles().await;
+            while reconciles().await < base + n as f64
+                && started.elapsed() < Duration::from_secs(300)
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (now, peak) = rss(op.id());
+            println!(
+                "| {label}: RSS at {n} orgs after a restart (peak) | {now:.1} MiB ({peak:.1} MiB), {:.2} KiB per org above idle |",
+                (now - idle) * 1024.0 / n as f64
+            );
+            Command::new("kill")
+                .args(["-TERM", &op.id().to_string()])
+                .status()?;
+            op.wait()?;
+        }
+        return Ok(());
+    }
 
     let created = Instant::now();
     create_orgs(&client, &sim, &demo, fleet, (0, small), 32).await?;
