@@ -92,6 +92,44 @@ fn stop(mut op: Child) -> BenchResult<()> {
     Ok(())
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The control plane's processes (from the `pids` file next to the kubeconfig, written by
+/// `scripts/control-plane.sh`), with this bench and the operator: name and pid.
+fn processes(operator: u32) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("operator".to_owned(), operator.to_string()),
+        ("bench client + simulator".to_owned(), "self".to_owned()),
+    ];
+    let pids = std::env::var("SFORG_TEST_KUBECONFIG")
+        .ok()
+        .map(PathBuf::from)
+        .and_then(|k| std::fs::read_to_string(k.with_file_name("pids")).ok())
+        .unwrap_or_default();
+    for line in pids.lines() {
+        if let Some((pid, name)) = line.split_once(' ') {
+            out.push((name.trim().to_owned(), pid.trim().to_owned()));
+        }
+    }
+    out
+}
+
 /// A set of orgs created alike.
 #[derive(Clone, Copy)]
 struct Fleet {
@@ -541,7 +579,14 @@ async fn cold_start(
     let calls = sim.call_counts();
     let before = requests(client).await?;
     let op = start_operator(sim, ca)?;
+    let procs = processes(op.id());
+    let cpu_before: Vec<f64> = procs.iter().map(|(_, pid)| cpu_seconds(pid)).collect();
     let took = converge(tally, &fleet.key_prefix(), n).await?;
+    let cpu: Vec<String> = procs
+        .iter()
+        .zip(&cpu_before)
+        .map(|((name, pid), before)| format!("{name} {:.0} s", cpu_seconds(pid) - before))
+        .collect();
     let requests = delta(&before, &requests(client).await?);
     let sf = sim.call_counts();
     let calls_per_org = (sf.endpoint(Endpoint::Userinfo) + sf.endpoint(Endpoint::Token)
@@ -557,6 +602,11 @@ async fn cold_start(
         n as f64 / secs(took)
     );
     println!("| Salesforce calls per org in that first check | {calls_per_org:.2} |");
+    println!(
+        "| CPU used during the cold start ({:.0} s on 2 cores) | {} |",
+        secs(took),
+        cpu.join(", ")
+    );
     println!(
         "| API requests per org during the cold start (all clients, >= 0.05/org) | {} |",
         per_org(&requests, n)

@@ -326,3 +326,34 @@ async fn another_writer_resuming_a_held_cronjob_is_not_fought_in_a_loop() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cronjobs_named_in_the_spec_are_held_among_many_others() {
+    let op = Operator::start("named").await;
+    // Unselected CronJobs beyond one page of the operator's metadata scan.
+    for i in 0..510 {
+        op.create_cronjob(&format!("other-{i:03}"), &[("team", "x")], false)
+            .await;
+    }
+    op.create_cronjob("named", &[("team", "x")], false).await;
+    op.create_web_org_with("acme", json!({"cronJobNames": ["named", "named-later"]}))
+        .await;
+    op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    expire(&op, &["acme"]).await;
+    wait_suspended(&op, "named", true).await;
+    assert_eq!(op.cronjob_hold("named").await, (true, Some("acme".into())));
+    // Created later under a name the spec lists: the CronJob watch brings it.
+    op.create_cronjob("named-later", &[], false).await;
+    wait_suspended(&op, "named-later", true).await;
+    for i in [0, 255, 509] {
+        assert_eq!(
+            op.cronjob_hold(&format!("other-{i:03}")).await,
+            (false, None)
+        );
+    }
+    op.store_new_tokens("acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    wait_suspended(&op, "named", false).await;
+    wait_suspended(&op, "named-later", false).await;
+}
