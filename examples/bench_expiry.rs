@@ -201,6 +201,179 @@ async fn run_case(
     })
 }
 
+/// Requests the apiserver has served for one verb and resource (all scopes and codes).
+async fn served(client: &Client, verb: &str, resource: &str) -> BenchResult<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&format!("verb=\"{verb}\"")))
+        .filter(|l| l.contains(&format!("resource=\"{resource}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn cronjob(name: &str, label: &str) -> BenchResult<CronJob> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"orgtokens.dev/org": label}},
+        "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "b", "image": "example.com/b:1"}]}}}}}
+    }))?)
+}
+
+/// An org holds its CronJobs (Expired); CronJobs are then created into its selector, or
+/// relabelled into it, one at a time: the time from the write to `spec.suspend: true`, and the
+/// CronJob lists the operator makes while it holds and nothing changes.
+async fn held_selector(
+    client: &Client,
+    sim: &Simulator,
+    demo: &DemoSeed,
+    tries: usize,
+) -> BenchResult<()> {
+    let ns = format!("bench-held-{}", std::process::id());
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+    )
+    .await?;
+    let salesforce = HttpSalesforce::new(HttpSettings {
+        proxy: Some(sim.proxy_url().to_owned()),
+        extra_ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
+        ..HttpSettings::default()
+    })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        salesforce,
+        Settings::default(),
+        Scope {
+            namespaces: vec![ns.clone()],
+        },
+        "bench".into(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let cjs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
+    cjs.create(&PostParams::default(), &cronjob("first", "acme")?)
+        .await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": "app"}, "stringData": {"client-secret": demo.app.client_secret}}))?)
+        .await?;
+    let tokens = sim.mint_tokens(&demo.app.client_id, &demo.user.username)?;
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": "acme-token", "labels": {
+                "app.kubernetes.io/managed-by": "sforg-operator", "orgtokens.dev/org": "acme"}},
+            "stringData": {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token,
+                "instance_url": tokens.instance_url, "issued_at": tokens.issued_at}}))?)
+        .await?;
+    let orgs: Api<SalesforceOrg> = Api::namespaced(client.clone(), &ns);
+    orgs.create(&PostParams::default(), &serde_json::from_value(json!({
+        "apiVersion": "orgtokens.dev/v1alpha1", "kind": "SalesforceOrg", "metadata": {"name": "acme"},
+        "spec": {"loginUrl": "https://login.salesforce.com",
+            "auth": {"webServer": {"clientId": demo.app.client_id, "clientSecretRef": {"name": "app", "key": "client-secret"}}},
+            "tokenSecretRef": {"name": "acme-token"},
+            "dependents": {"cronJobSelector": {"matchLabels": {"orgtokens.dev/org": "acme"}}}}}))?)
+        .await?;
+    wait("Valid", || async {
+        state(&orgs).await == Some(TokenState::Valid)
+    })
+    .await?;
+    sim.revoke_user_tokens(&demo.user.username, None)?;
+    let patch = json!({"metadata": {"annotations": {CHECK_ANNOTATION: "expire"}}});
+    orgs.patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    wait("Expired", || async {
+        state(&orgs).await == Some(TokenState::Expired)
+    })
+    .await?;
+    wait("first suspended", || all_suspended(&cjs, 1, true)).await?;
+
+    // Holding, nothing changing: how often the operator lists CronJobs.
+    let quiet = Duration::from_secs(
+        std::env::var("SFORG_BENCH_QUIET_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(45),
+    );
+    let lists = served(client, "LIST", "cronjobs").await?;
+    tokio::time::sleep(quiet).await;
+    let lists = served(client, "LIST", "cronjobs").await? - lists;
+
+    let suspended = |name: String| {
+        let cjs = cjs.clone();
+        async move {
+            cjs.get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.spec?.suspend)
+                .unwrap_or(false)
+        }
+    };
+    let (mut created, mut relabelled) = (Vec::new(), Vec::new());
+    for i in 0..tries {
+        let name = format!("late-{i}");
+        if i % 2 == 0 {
+            let started = Instant::now();
+            cjs.create(&PostParams::default(), &cronjob(&name, "acme")?)
+                .await?;
+            wait("created suspended", || suspended(name.clone())).await?;
+            created.push(started.elapsed());
+        } else {
+            cjs.create(&PostParams::default(), &cronjob(&name, "other")?)
+                .await?;
+            let relabel = json!({"metadata": {"labels": {"orgtokens.dev/org": "acme"}}});
+            let started = Instant::now();
+            cjs.patch(&name, &PatchParams::default(), &Patch::Merge(&relabel))
+                .await?;
+            wait("relabelled suspended", || suspended(name.clone())).await?;
+            relabelled.push(started.elapsed());
+        }
+    }
+    let _ = stop.send(());
+    let _ = task.await;
+    let pct = |v: &[Duration], p: f64| {
+        let mut v = v.to_vec();
+        v.sort();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let all: Vec<Duration> = created.iter().chain(&relabelled).copied().collect();
+    println!();
+    println!("An org holding its CronJobs (Expired), {tries} tries, write -> spec.suspend true:");
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!(
+        "| created into the held selector, p50 / p99 ({} tries) | {:.0} / {:.0} ms |",
+        created.len(),
+        pct(&created, 0.5),
+        pct(&created, 0.99)
+    );
+    println!(
+        "| relabelled into the held selector, p50 / p99 ({} tries) | {:.0} / {:.0} ms |",
+        relabelled.len(),
+        pct(&relabelled, 0.5),
+        pct(&relabelled, 0.99)
+    );
+    println!(
+        "| both, p50 / p99 / max ({} tries) | {:.0} / {:.0} / {:.0} ms |",
+        all.len(),
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        pct(&all, 1.0)
+    );
+    println!(
+        "| CronJob LISTs by all clients while holding, {} s with nothing changing | {lists} |",
+        quiet.as_secs()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     let client = client().await?;
@@ -221,7 +394,12 @@ async fn main() -> BenchResult<()> {
         "| N CronJobs | steady-state check | writes per expiry | writes per recovery | to suspended p50 / p99 | to resumed p50 / p99 |"
     );
     println!("|---|---|---|---|---|---|");
-    for n in [1usize, 10, 50] {
+    let tries: usize = std::env::var("SFORG_BENCH_TRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let only_held = std::env::var("SFORG_BENCH_ONLY_HELD").is_ok_and(|v| v == "1");
+    for n in [1usize, 10, 50].into_iter().filter(|_| !only_held) {
         let mut cases = Vec::new();
         for rep in 0..reps {
             cases.push(run_case(rep, &client, &sim, &demo, n).await?);
@@ -242,5 +420,6 @@ async fn main() -> BenchResult<()> {
             pct(res, 0.99)
         );
     }
+    held_selector(&client, &sim, &demo, tries).await?;
     Ok(())
 }

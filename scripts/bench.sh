@@ -2,10 +2,14 @@
 # Benchmarks: starts a real local control plane (built once, then cached) and prints figures.
 #
 #   scripts/bench.sh          API writes and latency per steady-state check, expiry and recovery
-#                             with N = 1, 10, 50 CronJobs
+#                             with N = 1, 10, 50 CronJobs; CronJobs created or relabelled into a
+#                             held selector -> suspended (SFORG_BENCH_TRIES=50)
 #   scripts/bench.sh scale    the release operator process at 0, 1k and 10k orgs (each with its
-#                             Secret and 2 CronJobs): RSS, cold-start convergence, calls per org
-#                             (SFORG_BENCH_ORGS=N changes 10k)
+#                             Secret and 2 CronJobs, created as kubectl apply + Argo CD leave
+#                             them): RSS, cold start, the API server's status-write ceiling, a
+#                             restart, failing check -> CronJob suspended (SFORG_BENCH_ORGS=N
+#                             changes 10k; SFORG_BENCH_HUGE=100000 adds a 100k step, about an
+#                             hour: each org with its Secret and 1 CronJob, interval 15m)
 #   scripts/bench.sh dashboard the dashboard in headless Chromium at 10 and 1,000 orgs: first
 #                             render, and status change -> row updated in the open page
 #   scripts/bench.sh notify   failing check -> webhook and SMTP delivery, p50/p99 over 100 orgs;
@@ -24,7 +28,7 @@ case $what in
     ;;
   dashboard) cargo build --locked --quiet --example bench_dashboard ;;
   notify) cargo build --locked --quiet --example bench_notify ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 work=$(mktemp -d "${TMPDIR:-/tmp}/sforg-bench.XXXXXX")
 trap 'scripts/control-plane.sh stop "$work/cp" || true; rm -rf "$work"' EXIT

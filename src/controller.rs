@@ -2,7 +2,9 @@
 //! are retried.
 //!
 //! Watched: SalesforceOrgs, and only the Secrets labelled as managed by this operator (mapped
-//! to their org by label), so the cache holds nothing else of the cluster's Secrets.
+//! to their org by label), so the cache holds nothing else of the cluster's Secrets; and the
+//! metadata of CronJobs, without a cache, mapped to the orgs that hold CronJobs in their
+//! namespace (a CronJob created or relabelled into a held selector is suspended at once).
 
 use std::future::Future;
 use std::pin::pin;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::events::Recorder;
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -66,6 +69,23 @@ impl Backoff for WatchBackoff {
 /// [`WatchBackoff`], starting over after two quiet minutes (client-go's shape).
 fn watch_backoff() -> ResetTimerBackoff<WatchBackoff> {
     ResetTimerBackoff::new(WatchBackoff::default(), Duration::from_secs(120))
+}
+
+/// The controller's pause after an error of its merged watches: short and constant, since
+/// the error's own watch backs off with [`watch_backoff`] before it is polled again.
+#[derive(Clone, Copy, Debug, Default)]
+struct MergedBackoff;
+
+impl Iterator for MergedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(50))
+    }
+}
+
+impl Backoff for MergedBackoff {
+    fn reset(&mut self) {}
 }
 
 /// Where the controller looks.
@@ -171,19 +191,31 @@ pub async fn run_with<S: Salesforce>(
     let (store, writer) = reflector::store();
     let org_events = org_events(&client, &scope, store.clone(), writer);
     let secret_events = secret_events(&client, &scope);
+    let cronjob_events = cronjob_events(&client, &scope);
+    let holding = ctx.holding.clone();
     // Bounded concurrency: a cold start with thousands of orgs must not flood the API server
     // (and starve the leader lease renewals) with thousands of requests at once.
     let controller = Controller::for_stream(org_events, store.clone())
         .with_config(
             kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
         )
-        // The controller backs off the merged watch streams once more after any error; with
-        // its default a restarted API server leaves the caches stale for up to a minute.
-        .trigger_backoff(watch_backoff())
+        // The controller backs off the merged watch streams once more after any error. Each
+        // watch already backs off on its own, and one shared backoff makes every watch wait
+        // for the errors of the others (after an API server restart each watch fails once
+        // with 410 Gone, at its own time): only a short pause here.
+        .trigger_backoff(MergedBackoff)
         .watches_stream(secret_events, |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace()?;
             let org = secret.labels().get(ORG_LABEL)?.clone();
             Some(ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
+        })
+        .watches_stream(cronjob_events, move |cj: PartialObjectMeta<CronJob>| {
+            let ns = cj.namespace().unwrap_or_default();
+            holding
+                .concerned(&ns, &cj.name_any(), cj.labels(), cj.annotations())
+                .into_iter()
+                .map(move |org| ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
+                .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
     let _unsync = Unsync(hooks.health.clone());
@@ -233,8 +265,7 @@ pub async fn run_with<S: Salesforce>(
     running.await;
 }
 
-/// The orgs of every watched namespace, merged into one cache. The cache drops managedFields
-/// (nothing reads them; they are most of an object's size).
+/// The orgs of every watched namespace, merged into one cache, trimmed by [`trim_cached`].
 fn org_events(
     client: &Client,
     scope: &Scope,
@@ -258,10 +289,30 @@ fn org_events(
         })
         .collect();
     namespaces::merge(org_watches, store)
-        .modify(|org| org.managed_fields_mut().clear())
+        .modify(trim_cached)
         .reflect(writer)
         .applied_objects()
 }
+
+/// Drops from a cached org what neither the reconciler nor the metrics read: managedFields,
+/// labels, and every annotation but the operator's own (`orgtokens.dev/...`: the check request
+/// and the callback's record). Client-side `kubectl apply` stores the whole object again in
+/// `kubectl.kubernetes.io/last-applied-configuration` and GitOps tools add their own tracking
+/// annotations and labels: kept, they would double each cached org.
+pub fn trim_cached(org: &mut SalesforceOrg) {
+    let meta = &mut org.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// The prefix of the annotations the operator reads on an org.
+const OWN_ANNOTATIONS: &str = "orgtokens.dev/";
 
 /// The operator's token Secrets, as metadata only: their events just trigger a reconcile,
 /// which reads the one Secret it needs.
@@ -276,6 +327,28 @@ fn secret_events(
             .into_iter()
             .map(move |secrets| {
                 watcher(secrets, managed.clone())
+                    .backoff(watch_backoff())
+                    .touched_objects()
+                    .boxed()
+            }),
+    )
+}
+
+/// The CronJobs of every watched namespace, as metadata only (name, labels and the holders
+/// annotation are all the matching needs) and without a cache: each event is matched against
+/// the orgs that hold CronJobs in its namespace ([`crate::dependents::Holding`]) and dropped,
+/// so memory does not grow with the number of CronJobs. A re-list after a broken watch
+/// replays every CronJob, so a relabel made while the watch was down is not missed.
+fn cronjob_events(
+    client: &Client,
+    scope: &Scope,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<CronJob>, watcher::Error>> + Send + 'static
+{
+    futures::stream::select_all(
+        apis::<PartialObjectMeta<CronJob>>(client, scope)
+            .into_iter()
+            .map(|cronjobs| {
+                watcher(cronjobs, watcher::Config::default())
                     .backoff(watch_backoff())
                     .touched_objects()
                     .boxed()
@@ -301,6 +374,40 @@ fn error_policy<S: Salesforce>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_only_what_reconcile_reads() {
+        let mut org: SalesforceOrg = serde_json::from_value(serde_json::json!({
+            "apiVersion": "orgtokens.dev/v1alpha1", "kind": "SalesforceOrg",
+            "metadata": {"name": "acme", "namespace": "backups", "uid": "u1", "generation": 3,
+                "finalizers": [crate::reconcile::FINALIZER],
+                "labels": {"argocd.argoproj.io/instance": "backups"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}",
+                    "argocd.argoproj.io/tracking-id": "backups:orgtokens.dev/SalesforceOrg:backups/acme",
+                    crate::reconcile::CHECK_ANNOTATION: "now",
+                    crate::reauth_record::REAUTH_ERROR_ANNOTATION: "{}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"loginUrl": "https://login.salesforce.com",
+                "auth": {"jwtBearer": {"clientId": "c", "username": "u@x", "privateKeyRef": {"name": "k", "key": "tls.key"}}},
+                "tokenSecretRef": {"name": "t"}}
+        }))
+        .expect("org");
+        trim_cached(&mut org);
+        let annotations: Vec<&str> = org.annotations().keys().map(String::as_str).collect();
+        assert_eq!(
+            annotations,
+            [
+                crate::reconcile::CHECK_ANNOTATION,
+                crate::reauth_record::REAUTH_ERROR_ANNOTATION
+            ]
+        );
+        assert!(org.metadata.labels.is_none());
+        assert!(org.metadata.managed_fields.is_none());
+        assert_eq!(org.metadata.finalizers.as_deref().map(<[_]>::len), Some(1));
+        assert_eq!(org.metadata.generation, Some(3));
+        assert_eq!(org.uid().as_deref(), Some("u1"));
+    }
 
     #[test]
     fn watches_retry_within_seconds() {

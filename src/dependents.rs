@@ -38,6 +38,9 @@ pub struct CronJobView {
     /// Whether the hold may be re-asserted now if someone resumed the CronJob behind our back
     /// (at most once per backoff step, so the operator never fights another writer in a loop).
     pub may_reassert: bool,
+    /// When it may not: how long until it may (the reconcile looks again then; nothing else
+    /// would, since the CronJob watch reports only changes).
+    pub reassert_in: std::time::Duration,
     /// Its resourceVersion, the precondition of a patch.
     pub version: Option<String>,
 }
@@ -139,13 +142,42 @@ pub fn held_after(org: &str, cronjobs: &[CronJobView], changes: &[Change]) -> Ve
 
 /// Parses the holders annotation.
 pub fn holders(cj: &CronJob) -> BTreeSet<String> {
-    holders_in(cj.annotations())
+    parse_holders(cj.annotations().get(HOLDERS_ANNOTATION))
 }
 
-/// Parses the holders annotation out of a CronJob's annotations.
-pub fn holders_in(annotations: &std::collections::BTreeMap<String, String>) -> BTreeSet<String> {
-    annotations
-        .get(HOLDERS_ANNOTATION)
+/// Whether `dependents` selects `cj`, by name or by label selector. A selector the API
+/// server would refuse (an unknown operator) selects nothing.
+pub fn selects(dependents: Option<&Dependents>, cj: &CronJob) -> bool {
+    selects_meta(dependents, &cj.name_any(), cj.labels())
+}
+
+/// [`selects`] from a CronJob's name and labels (all a metadata-only watch event carries).
+pub fn selects_meta(
+    dependents: Option<&Dependents>,
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let Some(d) = dependents else {
+        return false;
+    };
+    let by_name = d
+        .cron_job_names
+        .as_ref()
+        .is_some_and(|names| names.iter().any(|n| n == name));
+    let by_label = d.cron_job_selector.as_ref().is_some_and(|sel| {
+        Selector::try_from(sel.clone()).is_ok_and(|selector| selector.matches(labels))
+    });
+    by_name || by_label
+}
+
+/// The holders named in a CronJob's annotations (from its metadata alone).
+pub fn holders_of(annotations: &std::collections::BTreeMap<String, String>) -> BTreeSet<String> {
+    parse_holders(annotations.get(HOLDERS_ANNOTATION))
+}
+
+/// Parses a holders annotation value.
+fn parse_holders(value: Option<&String>) -> BTreeSet<String> {
+    value
         .map(|v| {
             v.split(',')
                 .map(str::trim)
@@ -154,22 +186,6 @@ pub fn holders_in(annotations: &std::collections::BTreeMap<String, String>) -> B
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Whether `dependents` selects `cj`, by name or by label selector. A selector the API
-/// server would refuse (an unknown operator) selects nothing.
-pub fn selects(dependents: Option<&Dependents>, cj: &CronJob) -> bool {
-    let Some(d) = dependents else {
-        return false;
-    };
-    let by_name = d
-        .cron_job_names
-        .as_ref()
-        .is_some_and(|names| names.iter().any(|n| *n == cj.name_any()));
-    let by_label = d.cron_job_selector.as_ref().is_some_and(|sel| {
-        Selector::try_from(sel.clone()).is_ok_and(|selector| selector.matches(cj.labels()))
-    });
-    by_name || by_label
 }
 
 /// What an org's CronJobs look like to [`plan`]. With `release_all` (deletion) nothing counts
@@ -189,6 +205,7 @@ pub fn views(
             holders: holders(cj),
             selected: !release_all && selects(dependents, cj),
             may_reassert: tracker.may_reassert(org_uid, &cj.name_any()),
+            reassert_in: tracker.reassert_in(org_uid, &cj.name_any()),
             version: cj.resource_version(),
         })
         .collect()
@@ -201,6 +218,78 @@ pub fn overridden(org: &str, mode: Mode, cronjobs: &[CronJobView]) -> Vec<String
         .filter(|v| mode == Mode::Hold && v.selected && v.holders.contains(org) && !v.suspended)
         .map(|v| v.name.clone())
         .collect()
+}
+
+/// The orgs that hold CronJobs or must (Expired), by namespace, with their `spec.dependents`:
+/// what a CronJob watch event is matched against. The reconciler marks an org before it lists
+/// the CronJobs it decides on and unmarks it once it holds nothing, so a CronJob created or
+/// relabelled after that list always finds its org here. Its size is the number of holding
+/// orgs, whatever the number of CronJobs.
+#[derive(Default)]
+pub struct Holding {
+    by_namespace: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::HashMap<String, Option<Dependents>>>,
+    >,
+}
+
+impl Holding {
+    /// Marks (or updates) an org that holds or must hold.
+    pub fn mark(&self, namespace: &str, org: &str, dependents: Option<&Dependents>) {
+        if let Ok(mut map) = self.by_namespace.lock() {
+            map.entry(namespace.to_owned())
+                .or_default()
+                .insert(org.to_owned(), dependents.cloned());
+        }
+    }
+
+    /// Unmarks an org that holds nothing any more (or is gone).
+    pub fn unmark(&self, namespace: &str, org: &str) {
+        if let Ok(mut map) = self.by_namespace.lock()
+            && let Some(orgs) = map.get_mut(namespace)
+        {
+            orgs.remove(org);
+            if orgs.is_empty() {
+                map.remove(namespace);
+            }
+        }
+    }
+
+    /// The orgs a change to this CronJob (its metadata as it is now) concerns: the holding orgs
+    /// of its namespace that select it (created or relabelled in), and the orgs its holders
+    /// annotation names (relabelled out, resumed by someone, deleted).
+    pub fn concerned(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> BTreeSet<String> {
+        let mut orgs = parse_holders(annotations.get(HOLDERS_ANNOTATION));
+        if let Ok(map) = self.by_namespace.lock()
+            && let Some(holding) = map.get(namespace)
+        {
+            orgs.extend(
+                holding
+                    .iter()
+                    .filter(|(_, d)| selects_meta(d.as_ref(), name, labels))
+                    .map(|(org, _)| org.clone()),
+            );
+        }
+        orgs
+    }
+
+    /// How many orgs are marked.
+    pub fn len(&self) -> usize {
+        self.by_namespace
+            .lock()
+            .map(|m| m.values().map(|o| o.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether no org is marked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Remembers, per org and CronJob, when a hold was last re-asserted against another writer,
@@ -220,6 +309,17 @@ impl Tracker {
         match map.get(&(org_uid.to_owned(), cronjob.to_owned())) {
             None => true,
             Some((at, count)) => at.elapsed() >= reassert_backoff(*count),
+        }
+    }
+
+    /// How long until a hold may be re-asserted (zero when it may now).
+    pub fn reassert_in(&self, org_uid: &str, cronjob: &str) -> std::time::Duration {
+        let Ok(map) = self.reasserts.lock() else {
+            return std::time::Duration::ZERO;
+        };
+        match map.get(&(org_uid.to_owned(), cronjob.to_owned())) {
+            None => std::time::Duration::ZERO,
+            Some((at, count)) => reassert_backoff(*count).saturating_sub(at.elapsed()),
         }
     }
 
@@ -264,6 +364,7 @@ mod tests {
             holders: holders.iter().map(|s| (*s).to_owned()).collect(),
             selected,
             may_reassert: false,
+            reassert_in: std::time::Duration::ZERO,
             version: None,
         }
     }
@@ -376,6 +477,74 @@ mod tests {
             plan("acme", Mode::Keep, &[cj("a", true, &["acme"], false)]),
             vec![change("a", Some(false), &[])]
         );
+    }
+
+    #[test]
+    fn a_cronjob_event_concerns_the_holding_orgs_that_select_it_and_its_holders() {
+        let by_label = |v: &str| Dependents {
+            cron_job_selector: Some(
+                serde_json::from_value(serde_json::json!({"matchLabels": {"backup-of": v}}))
+                    .expect("selector"),
+            ),
+            cron_job_names: None,
+        };
+        let holding = Holding::default();
+        holding.mark("a", "acme", Some(&by_label("acme")));
+        holding.mark("a", "beta", Some(&by_label("beta")));
+        holding.mark("b", "acme", Some(&by_label("acme")));
+        let labels = |v: &str| [("backup-of".to_owned(), v.to_owned())].into();
+        let none = std::collections::BTreeMap::new();
+        let held_by = |v: &str| {
+            [(HOLDERS_ANNOTATION.to_owned(), v.to_owned())]
+                .into_iter()
+                .collect()
+        };
+        type Map = std::collections::BTreeMap<String, String>;
+        let cases: Vec<(&str, &str, Map, Map, Vec<&str>)> = vec![
+            (
+                "created into acme's selector",
+                "a",
+                labels("acme"),
+                none.clone(),
+                vec!["acme"],
+            ),
+            ("other namespace", "b", labels("beta"), none.clone(), vec![]),
+            (
+                "nobody selects it",
+                "a",
+                labels("gamma"),
+                none.clone(),
+                vec![],
+            ),
+            (
+                "relabelled out of beta's",
+                "a",
+                labels("gamma"),
+                held_by("beta"),
+                vec!["beta"],
+            ),
+            (
+                "namespace with no holder",
+                "c",
+                labels("acme"),
+                held_by("x, y"),
+                vec!["x", "y"],
+            ),
+        ];
+        for (what, ns, labels, annotations, want) in cases {
+            let got = holding.concerned(ns, "nightly", &labels, &annotations);
+            assert_eq!(got, set(&want), "{what}");
+        }
+        assert_eq!(holding.len(), 3);
+        holding.unmark("a", "acme");
+        holding.unmark("b", "acme");
+        assert_eq!(
+            holding.concerned("a", "n", &labels("acme"), &none),
+            set(&[])
+        );
+        assert_eq!(holding.len(), 1);
+        holding.unmark("a", "beta");
+        assert!(holding.is_empty());
     }
 
     #[test]

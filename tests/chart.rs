@@ -472,7 +472,7 @@ fn reconcile_rules() -> BTreeSet<Rule> {
         ),
         rule("orgtokens.dev", "salesforceorgs/status", "", "patch"),
         rule("", "secrets", "", "get,list,watch,create,update"),
-        rule("batch", "cronjobs", "", "list,patch"),
+        rule("batch", "cronjobs", "", "list,watch,patch"),
         rule("events.k8s.io", "events", "", "create,patch"),
     ]
     .into_iter()
@@ -826,7 +826,6 @@ async fn forbidden(sa: &Client, installed: &Installed, watched: &str) {
         ("delete", "", "secrets", ns, None),
         ("deletecollection", "", "secrets", ns, None),
         ("update", "batch", "cronjobs", ns, None),
-        ("watch", "batch", "cronjobs", ns, None),
         ("patch", "", "secrets", ns, None),
         ("update", "orgtokens.dev", "salesforceorgs", ns, None),
         ("update", "orgtokens.dev", "salesforceorgs/status", ns, None),

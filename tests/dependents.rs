@@ -150,15 +150,40 @@ async fn cronjobs_created_or_relabelled_while_expired() {
         .await;
     wait_suspended(&op, "late", true).await;
 
-    // Relabelled out of the selector: released and resumed.
-    let patch = json!({"metadata": {"labels": {"backup-of": "other"}}});
+    // Relabelled into the selector (the CronJob watch brings the change; nothing lists on a
+    // timer any more).
+    op.create_cronjob("moved", &[("backup-of", "other")], false)
+        .await;
+    op.create_cronjob("paused-by-person", &[("backup-of", "acme")], true)
+        .await;
+    let relabel = |to: &str| json!({"metadata": {"labels": {"backup-of": to}}});
     op.cronjobs()
-        .patch("first", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            "moved",
+            &PatchParams::default(),
+            &Patch::Merge(&relabel("acme")),
+        )
         .await
-        .expect("relabel");
+        .expect("relabel in");
+    wait_suspended(&op, "moved", true).await;
+    assert_eq!(op.cronjob_hold("moved").await, (true, Some("acme".into())));
+
+    // Relabelled out of the selector: released and resumed; a person's suspension stays.
+    for name in ["first", "paused-by-person"] {
+        op.cronjobs()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&relabel("other")),
+            )
+            .await
+            .expect("relabel out");
+    }
     wait_suspended(&op, "first", false).await;
     assert_eq!(op.cronjob_hold("first").await, (false, None));
     assert_eq!(op.cronjob_hold("late").await, (true, Some("acme".into())));
+    assert_eq!(op.cronjob_hold("moved").await, (true, Some("acme".into())));
+    assert_eq!(op.cronjob_hold("paused-by-person").await, (true, None));
 }
 
 #[tokio::test]
@@ -301,4 +326,35 @@ async fn another_writer_resuming_a_held_cronjob_is_not_fought_in_a_loop() {
         (op.cronjob_hold("nightly").await == (false, None)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn cronjobs_named_in_the_spec_are_held_among_many_others() {
+    let op = Operator::start("named").await;
+    // Unselected CronJobs beyond one page of the operator's metadata scan.
+    for i in 0..510 {
+        op.create_cronjob(&format!("other-{i:03}"), &[("team", "x")], false)
+            .await;
+    }
+    op.create_cronjob("named", &[("team", "x")], false).await;
+    op.create_web_org_with("acme", json!({"cronJobNames": ["named", "named-later"]}))
+        .await;
+    op.seed_tokens("acme-token", "acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    expire(&op, &["acme"]).await;
+    wait_suspended(&op, "named", true).await;
+    assert_eq!(op.cronjob_hold("named").await, (true, Some("acme".into())));
+    // Created later under a name the spec lists: the CronJob watch brings it.
+    op.create_cronjob("named-later", &[], false).await;
+    wait_suspended(&op, "named-later", true).await;
+    for i in [0, 255, 509] {
+        assert_eq!(
+            op.cronjob_hold(&format!("other-{i:03}")).await,
+            (false, None)
+        );
+    }
+    op.store_new_tokens("acme").await;
+    op.wait_state("acme", TokenState::Valid, None).await;
+    wait_suspended(&op, "named", false).await;
+    wait_suspended(&op, "named-later", false).await;
 }

@@ -407,6 +407,68 @@ async fn api_server_and_etcd_outages_lose_nothing() {
     drop(cp);
 }
 
+/// The API server restarts while an org holds its CronJobs, and a CronJob is relabelled into
+/// the org's selector the moment it is back, before the operator's CronJob watch has
+/// reconnected. Nothing lost means: the watch comes back on its own (same process, no
+/// periodic list to fall back on) and the relabelled CronJob is suspended and held.
+#[tokio::test]
+async fn a_cronjob_relabelled_while_the_watch_is_broken_is_still_suspended() {
+    logs();
+    let cp = OwnControlPlane::start().await;
+    let op = Operator::prepare_in(&cp.kubeconfig(), "cjwatch", DemoOptions::default()).await;
+    let salesforce = HttpSalesforce::new(http_settings(&op.sim)).expect("http client");
+    let scope = Scope {
+        namespaces: vec![op.ns.clone()],
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(
+        op.client.clone(),
+        salesforce,
+        Settings::default(),
+        scope,
+        "cjwatch".into(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    op.create_cronjob("nightly", &[("backup-of", "acme")], false)
+        .await;
+    op.create_cronjob("moved", &[("backup-of", "other")], false)
+        .await;
+    org_with_dependents(&op, "acme").await;
+    op.sim
+        .control()
+        .revoke_user_tokens(&op.demo.user.username, None)
+        .expect("revoke");
+    op.request_check("acme").await;
+    op.wait_suspended("nightly", true).await;
+
+    cp.stop_component("kube-apiserver").await;
+    cp.start_component("kube-apiserver").await;
+    let relabel = json!({"metadata": {"labels": {"backup-of": "acme"}}});
+    eventually(
+        "the API server to take the relabel",
+        Duration::from_secs(60),
+        || async {
+            op.cronjobs()
+                .patch("moved", &PatchParams::default(), &Patch::Merge(&relabel))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let relabelled = Instant::now();
+    op.wait_suspended("moved", true).await;
+    println!(
+        "relabelled after the restart, suspended {:?} later",
+        relabelled.elapsed()
+    );
+    assert_eq!(op.cronjob_hold("moved").await, (true, Some("acme".into())));
+    assert!(!controller.is_finished(), "the controller kept running");
+    let _ = stop_tx.send(());
+    controller.await.expect("controller stops");
+}
+
 // ----- 2. Salesforce renewed, the Secret refuses -----
 
 /// Denies every update of one Secret with a ValidatingAdmissionPolicy (real API server

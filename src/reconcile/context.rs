@@ -103,6 +103,8 @@ pub struct Context<S> {
     pub dependents: dependents::Tracker,
     /// Holds found on CronJobs when this controller started.
     pub holds_at_start: HoldsAtStart,
+    /// The orgs that hold CronJobs or must, for the CronJob watch.
+    pub holding: Arc<dependents::Holding>,
 }
 
 impl<S> Context<S> {
@@ -116,6 +118,7 @@ impl<S> Context<S> {
             memos: Mutex::default(),
             dependents: dependents::Tracker::default(),
             holds_at_start: HoldsAtStart::default(),
+            holding: Arc::default(),
         }
     }
 

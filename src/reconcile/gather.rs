@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
+use kube::core::{PartialObjectMeta, Selector};
 use kube::{Client, ResourceExt};
 
 use super::context::HoldsAtStart;
@@ -168,8 +169,18 @@ fn link_facts(
     }
 }
 
-/// The CronJobs of the org's namespace as the dependents rule sees them. With `release_all`
-/// (deletion) none counts as selected, so every hold is let go.
+/// CronJobs listed per page while looking for an org's CronJobs, so a namespace with tens of
+/// thousands of them is never held in memory at once.
+const CRONJOB_PAGE: u32 = 500;
+
+/// The org's CronJobs as the dependents rule sees them: those its spec selects and those it
+/// holds (its name in the holders annotation). With `release_all` (deletion) none counts as
+/// selected, so every hold is let go.
+///
+/// Only these are read in full: the label selector's matches with one list the API server
+/// filters, and the CronJobs named in the spec or held but not matched by labels (relabelled
+/// out) each with a GET, found by a paged metadata-only list of the namespace. So a namespace
+/// with thousands of other CronJobs costs a metadata scan, not its full CronJobs.
 pub async fn cronjobs(
     client: &Client,
     tracker: &Tracker,
@@ -178,15 +189,41 @@ pub async fn cronjobs(
     release_all: bool,
 ) -> Result<Vec<CronJobView>, Error> {
     let ns = org.namespace().unwrap_or_default();
+    let name = org.name_any();
+    let dependents = org.spec.dependents.as_ref();
     let api: Api<CronJob> = Api::namespaced(client.clone(), &ns);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::ReadCronJobs)?;
+    let mut found: BTreeMap<String, CronJob> = BTreeMap::new();
+    let selector = dependents
+        .and_then(|d| d.cron_job_selector.clone())
+        .and_then(|s| Selector::try_from(s).ok());
+    if let Some(selector) = selector.filter(|s| !s.selects_all()) {
+        let params = ListParams::default().labels_from(&selector);
+        for cj in api.list(&params).await.map_err(Error::ReadCronJobs)?.items {
+            found.insert(cj.name_any(), cj);
+        }
+    }
+    let mut wanted = Vec::new();
+    scan_metadata(&api, |meta| {
+        let cj_name = meta.name_any();
+        if found.contains_key(&cj_name) {
+            return;
+        }
+        let held = dependents::holders_of(meta.annotations()).contains(&name);
+        if held || dependents::selects_meta(dependents, &cj_name, meta.labels()) {
+            wanted.push(cj_name);
+        }
+    })
+    .await?;
+    for cj_name in wanted {
+        if let Some(cj) = api.get_opt(&cj_name).await.map_err(Error::ReadCronJobs)? {
+            found.insert(cj_name, cj);
+        }
+    }
+    let cronjobs: Vec<CronJob> = found.into_values().collect();
     Ok(dependents::views(
         uid,
-        org.spec.dependents.as_ref(),
-        &list.items,
+        dependents,
+        &cronjobs,
         tracker,
         release_all,
     ))
@@ -212,24 +249,34 @@ pub async fn holds_at_start(
         .held_by(&ns, &g.name, || async {
             let api: Api<CronJob> = Api::namespaced(client.clone(), &ns);
             let mut holders = BTreeSet::new();
-            let mut params = ListParams::default().limit(500);
-            loop {
-                let page = api
-                    .list_metadata(&params)
-                    .await
-                    .map_err(Error::ReadCronJobs)?;
-                for cj in &page.items {
-                    holders.extend(dependents::holders_in(cj.annotations()));
-                }
-                match page.metadata.continue_ {
-                    Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                    _ => break,
-                }
-            }
+            scan_metadata(&api, |meta| {
+                holders.extend(dependents::holders_of(meta.annotations()));
+            })
+            .await?;
             Ok(holders)
         })
         .await?;
     Ok(g)
+}
+
+/// Visits the metadata of every CronJob `api` lists, a page at a time, so a namespace with
+/// tens of thousands of them is never held in memory at once.
+async fn scan_metadata(
+    api: &Api<CronJob>,
+    mut visit: impl FnMut(&PartialObjectMeta<CronJob>),
+) -> Result<(), Error> {
+    let mut params = ListParams::default().limit(CRONJOB_PAGE);
+    loop {
+        let page = api
+            .list_metadata(&params)
+            .await
+            .map_err(Error::ReadCronJobs)?;
+        page.items.iter().for_each(&mut visit);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! flush held tokens → gather → decide::plan → exchange (only if due) → decide::outcome
-//!   → [read CronJobs → decide::dependents, only if the outcome touches them]
+//!   → [read CronJobs → decide::dependents, only if the outcome touches them; such an org
+//!      is marked in `Context::holding`, so the CronJob watch brings it back on a change]
 //!   → act: CronJob patches, status, Events
 //! ```
 //!
@@ -154,9 +155,17 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
         // asking Salesforce again.
         ctx.remember(&uid, memo);
     }
+    let ns = org.namespace().unwrap_or_default();
     if decide::touches_dependents(&gathered, &outcome) {
+        // Marked before the list: a CronJob created or relabelled after it reaches this org
+        // through the CronJob watch.
+        ctx.holding
+            .mark(&ns, &gathered.name, org.spec.dependents.as_ref());
         let cronjobs = gather::cronjobs(&ctx.client, &ctx.dependents, org, &uid, false).await?;
         decide::dependents(&mut outcome, &gathered, &cronjobs, now);
+    }
+    if !decide::still_holding(&outcome) {
+        ctx.holding.unmark(&ns, &gathered.name);
     }
 
     if let Some(notifier) = &settings.notify {
@@ -246,6 +255,8 @@ async fn cleanup<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result
     )
     .await;
     synced?;
+    ctx.holding
+        .unmark(&org.namespace().unwrap_or_default(), &org.name_any());
     ctx.forget(&uid);
     Ok(Action::await_change())
 }

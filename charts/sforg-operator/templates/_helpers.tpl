@@ -76,11 +76,12 @@ every namespace). Each rule names the code that needs it.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, update]
-# Dependent CronJobs are listed and patched (spec.suspend and one annotation); never
-# watched: while an org holds CronJobs it lists them again every 15 seconds.
+# Dependent CronJobs: watched as metadata (a CronJob created or relabelled into a held
+# selector is suspended at once), listed by an org that holds, and patched (spec.suspend and
+# one annotation).
 - apiGroups: [batch]
   resources: [cronjobs]
-  verbs: [list, patch]
+  verbs: [list, watch, patch]
 # Events on state changes and on CronJobs suspended or resumed (a repeated Event is patched).
 - apiGroups: [events.k8s.io]
   resources: [events]

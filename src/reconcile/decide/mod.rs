@@ -41,10 +41,6 @@ use crate::reasons::Misconfiguration;
 use crate::reauth_record::ReauthFailure;
 use crate::token_secret::TokenFile;
 
-/// While an org holds CronJobs, look again this often, so a CronJob created or relabelled
-/// into the selector is paused soon without watching every CronJob of the cluster.
-pub const HOLDING_RECHECK: Duration = Duration::from_secs(15);
-
 /// The shortest wait before renewing a link, so a link that cannot be issued does not spin.
 const LINK_RENEW_MIN: Duration = Duration::from_secs(60);
 
@@ -315,13 +311,26 @@ pub fn touches_dependents(g: &Gathered, outcome: &Outcome) -> bool {
     outcome.mode == Mode::Hold || !g.status.suspended_cron_jobs.is_empty() || g.unrecorded_holds
 }
 
+/// Whether the org still holds CronJobs, or must, after the outcome (its CronJobs' changes
+/// then concern it).
+pub fn still_holding(outcome: &Outcome) -> bool {
+    outcome.mode == Mode::Hold || !outcome.status.suspended_cron_jobs.is_empty()
+}
+
 /// Adds what the org does to its CronJobs (`cronjobs` as read) to the outcome.
 pub fn dependents(outcome: &mut Outcome, g: &Gathered, cronjobs: &[CronJobView], now: Timestamp) {
     let changes = dependents::plan(&g.name, outcome.mode, cronjobs);
     let held = dependents::held_after(&g.name, cronjobs, &changes);
     let overridden = dependents::overridden(&g.name, outcome.mode, cronjobs);
-    if !held.is_empty() || outcome.mode == Mode::Hold {
-        outcome.requeue = outcome.requeue.min(HOLDING_RECHECK);
+    // CronJobs created, relabelled or resumed by someone arrive through the CronJob watch; the
+    // one thing no event announces is the end of a re-assertion backoff.
+    if let Some(wait) = cronjobs
+        .iter()
+        .filter(|v| overridden.contains(&v.name) && !v.may_reassert)
+        .map(|v| v.reassert_in)
+        .min()
+    {
+        outcome.requeue = outcome.requeue.min(wait.max(Duration::from_secs(1)));
     }
     status::dependents(&mut outcome.status, held, &overridden, g.generation, now);
     outcome.cronjob_changes = changes;

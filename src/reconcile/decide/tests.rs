@@ -1661,3 +1661,41 @@ fn a_request_before_the_first_check_of_this_process_is_answered() {
     };
     assert!(!schedule::requested(&g, now()));
 }
+
+#[test]
+fn holding_waits_for_cronjob_events_not_a_timer() {
+    let status = expired_status();
+    let o = observed(FlowKind::WebServer, &tokens(true, true, MIN), &status, None);
+    let view = |name: &str, suspended: bool, held: bool, may: bool, wait: u64| CronJobView {
+        name: name.into(),
+        suspended,
+        holders: if held {
+            ["acme".to_owned()].into()
+        } else {
+            Default::default()
+        },
+        selected: true,
+        may_reassert: may,
+        reassert_in: Duration::from_secs(wait),
+        version: None,
+    };
+    let outcome_with = |cronjobs: &[CronJobView]| {
+        let mut out = outcome(&o, &Plan::Wait(15 * MIN), None, now());
+        out.requeue = 15 * MIN;
+        dependents(&mut out, &o, cronjobs, now());
+        out
+    };
+    // Holding quietly: the next look is the next check; changes come through the watch.
+    let quiet = outcome_with(&[view("a", true, true, false, 0)]);
+    assert_eq!(quiet.mode, Mode::Hold);
+    assert_eq!(quiet.requeue, 15 * MIN);
+    assert!(still_holding(&quiet));
+    // Resumed by another writer within the re-assertion backoff: look again when it ends.
+    let fought = outcome_with(&[view("a", false, true, false, 42)]);
+    assert_eq!(fought.requeue, Duration::from_secs(42));
+    assert!(fought.cronjob_changes.is_empty());
+    // Re-asserted now: the next override arrives as an event.
+    let reasserted = outcome_with(&[view("a", false, true, true, 0)]);
+    assert_eq!(reasserted.requeue, 15 * MIN);
+    assert_eq!(reasserted.cronjob_changes.len(), 1);
+}
