@@ -68,18 +68,10 @@ pub async fn org(
         }
         Ok(spec)
     });
-    let (flow, credentials, interval) = match checked {
-        Err(m) => (Err(m), None, crate::crd::DEFAULT_CHECK_INTERVAL),
-        Ok((flow, interval)) => {
-            let kind = flow_kind(&flow);
-            match credentials::read(secrets, flow)
-                .await
-                .map_err(Error::ReadSecrets)?
-            {
-                Ok(c) => (Ok(kind), Some(c), interval),
-                Err(m) => (Err(m), None, interval),
-            }
-        }
+    // The credentials Secret is read by [`credentials`], only when a check is due.
+    let (flow, interval) = match checked {
+        Err(m) => (Err(m), crate::crd::DEFAULT_CHECK_INTERVAL),
+        Ok((flow, interval)) => (Ok(flow_kind(&flow)), interval),
     };
     Ok(Gathered {
         name: org.name_any(),
@@ -89,7 +81,7 @@ pub async fn org(
         link: link_facts(settings, org, uid, &status, web_server, now),
         status,
         flow,
-        credentials,
+        credentials: None,
         token_secret,
         tokens,
         fingerprint,
@@ -134,6 +126,30 @@ fn checked_spec(
         Misconfiguration::new(Reason::HostNotAllowed, format!("spec.loginUrl: {e}"))
     })?;
     Ok((flow, interval))
+}
+
+/// Adds the credentials of `org`'s flow to what was gathered, once a check is due: a check
+/// needs them, and reading them on every reconcile (watch echoes, restarts) would double the
+/// Secret reads. Missing or unusable credentials make the flow a configuration problem.
+pub async fn credentials(
+    secrets: &Api<Secret>,
+    org: &SalesforceOrg,
+    mut g: Gathered,
+) -> Result<Gathered, Error> {
+    if g.credentials.is_some() || g.flow.is_err() {
+        return Ok(g);
+    }
+    let Ok(flow) = org.spec.auth.flow() else {
+        return Ok(g);
+    };
+    match credentials::read(secrets, flow)
+        .await
+        .map_err(Error::ReadSecrets)?
+    {
+        Ok(c) => g.credentials = Some(c),
+        Err(m) => g.flow = Err(m),
+    }
+    Ok(g)
 }
 
 fn flow_kind(flow: &AuthFlow) -> FlowKind {

@@ -139,8 +139,14 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
     let held = exchange::flush_held(&sink, org, &uid).await?;
     let now = settings.clock.now();
     let gathered = gather::org(&secrets, settings, org, &uid, ctx.memo(&uid), held, now).await?;
-    let gathered = gather::holds_at_start(&ctx.client, &ctx.holds_at_start, org, gathered).await?;
-    let plan = decide::plan(&gathered, now);
+    let mut gathered =
+        gather::holds_at_start(&ctx.client, &ctx.holds_at_start, org, gathered).await?;
+    let mut plan = decide::plan(&gathered, now);
+    if matches!(plan, Plan::Check(_)) {
+        // Credentials are read only for a conversation with Salesforce.
+        gathered = gather::credentials(&secrets, org, gathered).await?;
+        plan = decide::plan(&gathered, now);
+    }
     let exchanged = match plan {
         Plan::Check(kind) => {
             Some(exchange::run(&ctx.salesforce, &sink, org, &gathered, kind).await)
