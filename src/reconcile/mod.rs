@@ -142,8 +142,9 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
     let mut gathered =
         gather::holds_at_start(&ctx.client, &ctx.holds_at_start, org, gathered).await?;
     let mut plan = decide::plan(&gathered, now);
-    if matches!(plan, Plan::Check(_)) {
-        // Credentials are read only for a conversation with Salesforce.
+    if matches!(plan, Plan::Check(_) | Plan::Settle(_)) {
+        // Credentials are read only when the verdict may depend on them: a conversation with
+        // Salesforce, or a web server org awaiting its first login (whose app must be usable).
         gathered = gather::credentials(&secrets, org, gathered).await?;
         plan = decide::plan(&gathered, now);
     }
