@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BenchResult, client, delta, install_crd, writes};
+use common::{BenchResult, client, delta, install_crd, requests, writes};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -321,43 +321,6 @@ async fn converge(tally: &Tally, prefix: &str, n: usize) -> BenchResult<Duration
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(start.elapsed())
-}
-
-/// Every request the apiserver has served, by verb and resource(/subresource).
-async fn requests(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(req).await?;
-    let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let sub = label("subresource");
-        let key = format!(
-            "{} {}{}",
-            label("verb"),
-            label("resource"),
-            if sub.is_empty() {
-                String::new()
-            } else {
-                format!("/{sub}")
-            }
-        );
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *out.entry(key).or_insert(0.0) += value;
-    }
-    Ok(out)
 }
 
 fn per_org(d: &BTreeMap<String, f64>, n: usize) -> String {

@@ -58,15 +58,15 @@ pub async fn install_crd(client: &Client) -> BenchResult<()> {
     }
 }
 
-/// Write requests the apiserver has served, by (resource, subresource, verb).
-pub async fn writes(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
+/// Every request the apiserver has served, by "VERB resource[/subresource]".
+pub async fn requests(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if !line.starts_with("apiserver_request_total{") {
-            continue;
-        }
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
         let label = |name: &str| {
             line.split(&format!("{name}=\""))
                 .nth(1)
@@ -74,18 +74,17 @@ pub async fn writes(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
                 .unwrap_or("")
                 .to_owned()
         };
-        let verb = label("verb");
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
-            continue;
-        }
-        let key = format!("{} {}{}", verb, label("resource"), {
-            let sub = label("subresource");
+        let sub = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
             if sub.is_empty() {
                 String::new()
             } else {
                 format!("/{sub}")
             }
-        });
+        );
         let value: f64 = line
             .rsplit(' ')
             .next()
@@ -94,6 +93,20 @@ pub async fn writes(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
         *out.entry(key).or_insert(0.0) += value;
     }
     Ok(out)
+}
+
+/// Write requests the apiserver has served, by "VERB resource[/subresource]".
+pub async fn writes(client: &Client) -> BenchResult<BTreeMap<String, f64>> {
+    Ok(requests(client)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.split(' ').next(),
+                Some("POST" | "PUT" | "PATCH" | "DELETE" | "APPLY")
+            )
+        })
+        .collect())
 }
 
 /// What grew between two [`writes`] readings.

@@ -84,7 +84,12 @@ pub async fn send(mail: &Email, notice: &Notice, to: &[String]) -> Result<(), De
         ))),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => {
-            let text = format!("SMTP {}:{}: {}", mail.host, mail.port, chain(&e));
+            let text = format!(
+                "SMTP {}:{}: {}",
+                mail.host,
+                mail.port,
+                super::error_chain(&e)
+            );
             if e.is_permanent() {
                 Err(DeliveryError::permanent(text))
             } else {
@@ -92,15 +97,4 @@ pub async fn send(mail: &Email, notice: &Notice, to: &[String]) -> Result<(), De
             }
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -77,13 +77,7 @@ fn redacted(url: &url::Url) -> String {
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
+    let out = super::error_chain(e);
     // reqwest prints the full URL; keep only the host part.
     match out.find("for url (") {
         Some(i) => {
