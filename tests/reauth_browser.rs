@@ -86,13 +86,15 @@ async fn chromium_reauthorizes_an_expired_org() {
     assert!(facts.contains("login.salesforce.com"), "{facts}");
     assert!(facts.contains(&op.demo.user.username), "{facts}");
     browser.click("#continue").await;
-    assert!(
+    // The click starts a navigation; the address changes once it commits.
+    eventually("the link to lead to Salesforce", CONVERGE, || async {
         browser
             .current_url()
             .await
-            .starts_with("https://login.salesforce.com/"),
-        "the link leads to Salesforce"
-    );
+            .starts_with("https://login.salesforce.com/")
+            .then_some(())
+    })
+    .await;
     browser.type_into("#username", &op.demo.user.username).await;
     browser.type_into("#password", &op.demo.password).await;
     browser.click("#Login").await;
