@@ -24,6 +24,42 @@ use sforg_operator::reconcile::{CHECK_ANNOTATION, Settings};
 use sforg_operator::salesforce::{HttpSalesforce, HttpSettings};
 use sforg_simulator::{DemoSeed, Endpoint, Simulator};
 
+/// Creates namespace `ns` and runs a controller scoped to it until the sender is used.
+async fn operator_in(
+    client: &Client,
+    sim: &Simulator,
+    ns: &str,
+) -> BenchResult<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+    )
+    .await?;
+    let salesforce = HttpSalesforce::new(HttpSettings {
+        proxy: Some(sim.proxy_url().to_owned()),
+        extra_ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
+        ..HttpSettings::default()
+    })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        salesforce,
+        Settings::default(),
+        Scope {
+            namespaces: vec![ns.to_owned()],
+        },
+        "bench".into(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok((stop, task))
+}
+
 async fn wait<F, Fut>(what: &str, mut f: F) -> BenchResult<Duration>
 where
     F: FnMut() -> Fut,
@@ -68,30 +104,7 @@ async fn run_case(
     n: usize,
 ) -> BenchResult<Case> {
     let ns = format!("bench-{n}-{rep}-{}", std::process::id());
-    let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-    )
-    .await?;
-    let salesforce = HttpSalesforce::new(HttpSettings {
-        proxy: Some(sim.proxy_url().to_owned()),
-        extra_ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
-        ..HttpSettings::default()
-    })?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(
-        client.clone(),
-        salesforce,
-        Settings::default(),
-        Scope {
-            namespaces: vec![ns.clone()],
-        },
-        "bench".into(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, task) = operator_in(client, sim, &ns).await?;
     let cjs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
     for i in 0..n {
         let cj: CronJob = serde_json::from_value(json!({
@@ -232,30 +245,7 @@ async fn held_selector(
     tries: usize,
 ) -> BenchResult<()> {
     let ns = format!("bench-held-{}", std::process::id());
-    let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-    )
-    .await?;
-    let salesforce = HttpSalesforce::new(HttpSettings {
-        proxy: Some(sim.proxy_url().to_owned()),
-        extra_ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
-        ..HttpSettings::default()
-    })?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(
-        client.clone(),
-        salesforce,
-        Settings::default(),
-        Scope {
-            namespaces: vec![ns.clone()],
-        },
-        "bench".into(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, task) = operator_in(client, sim, &ns).await?;
     let cjs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
     cjs.create(&PostParams::default(), &cronjob("first", "acme")?)
         .await?;
