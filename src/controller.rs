@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::events::Recorder;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -189,7 +189,7 @@ pub async fn run_with<S: Salesforce>(
     });
     let ctx = Arc::new(Context::new(client.clone(), salesforce, settings, recorder));
     let (store, writer) = reflector::store();
-    let org_events = org_events(&client, &scope, store.clone(), writer);
+    let org_events = org_events(&client, &scope, store.clone(), writer, gone(&ctx, &store));
     let secret_events = secret_events(&client, &scope);
     let cronjob_events = cronjob_events(&client, &scope);
     let holding = ctx.holding.clone();
@@ -265,12 +265,38 @@ pub async fn run_with<S: Salesforce>(
     running.await;
 }
 
-/// The orgs of every watched namespace, merged into one cache, trimmed by [`trim_cached`].
+/// What the controller does when orgs are gone: an org without the finalizer (one that never
+/// held a CronJob) is deleted at once, with no reconcile to see it go, so the process forgets
+/// it when the watch reports the deletion, or, for deletions missed while the watch was down,
+/// when a re-list completes.
+fn gone<S: Salesforce>(
+    ctx: &Arc<Context<S>>,
+    store: &reflector::Store<SalesforceOrg>,
+) -> impl Fn(&watcher::Event<SalesforceOrg>) + Send + 'static {
+    let ctx = ctx.clone();
+    let store = store.clone();
+    move |event| match event {
+        watcher::Event::Delete(org) => {
+            ctx.holding
+                .unmark(&org.namespace().unwrap_or_default(), &org.name_any());
+            ctx.forget(&org.uid().unwrap_or_default());
+        }
+        watcher::Event::InitDone => {
+            let live = store.state().iter().filter_map(|o| o.uid()).collect();
+            ctx.forget_all_but(&live);
+        }
+        _ => {}
+    }
+}
+
+/// The orgs of every watched namespace, merged into one cache, trimmed by [`trim_cached`];
+/// every event, once in the cache, goes to `on_event`.
 fn org_events(
     client: &Client,
     scope: &Scope,
     store: reflector::Store<SalesforceOrg>,
     writer: reflector::store::Writer<SalesforceOrg>,
+    on_event: impl Fn(&watcher::Event<SalesforceOrg>) + Send + 'static,
 ) -> impl futures::Stream<Item = Result<SalesforceOrg, watcher::Error>> + Send + 'static {
     let org_watches: Vec<_> = apis::<SalesforceOrg>(client, scope)
         .into_iter()
@@ -291,6 +317,7 @@ fn org_events(
     namespaces::merge(org_watches, store)
         .modify(trim_cached)
         .reflect(writer)
+        .inspect_ok(on_event)
         .applied_objects()
 }
 

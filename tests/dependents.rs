@@ -8,10 +8,12 @@ mod common;
 
 use common::eventually;
 use common::operator::{CONVERGE, Operator};
+use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use sforg_operator::crd::TokenState;
 use sforg_operator::dependents::HOLDERS_ANNOTATION;
+use sforg_operator::reconcile::FINALIZER;
 
 async fn wait_suspended(op: &Operator, name: &str, want: bool) {
     op.wait_suspended(name, want).await;
@@ -192,8 +194,20 @@ async fn deleting_an_expired_org_releases_its_cronjobs() {
     op.create_cronjob("nightly", &[("backup-of", "acme")], false)
         .await;
     org_with_dependents(&op, "acme").await;
+    // A Valid org holds nothing, so nothing needs to run before it goes: no finalizer.
+    let finalizers = || async {
+        op.orgs()
+            .get("acme")
+            .await
+            .expect("org")
+            .finalizers()
+            .to_vec()
+    };
+    assert!(finalizers().await.is_empty());
     expire(&op, &["acme"]).await;
     wait_suspended(&op, "nightly", true).await;
+    // Given just before its first hold, so its deletion releases what it holds.
+    assert_eq!(finalizers().await, [FINALIZER]);
 
     op.orgs()
         .delete("acme", &DeleteParams::default())

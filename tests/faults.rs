@@ -36,7 +36,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use sforg_operator::clock::Clock;
 use sforg_operator::controller::{self, Hooks, Scope};
-use sforg_operator::crd::TokenState;
+use sforg_operator::crd::{SalesforceOrg, TokenState};
 use sforg_operator::dependents::HOLDERS_ANNOTATION;
 use sforg_operator::leader::{Elector, LeaseConfig};
 use sforg_operator::metrics::Metrics;
@@ -629,14 +629,15 @@ async fn a_refresh_the_secret_refuses_is_held_until_it_can_be_written() {
 /// Which write of the operator to race.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Target {
-    /// `secrets` or `cronjobs`.
+    /// `secrets`, `cronjobs` or `salesforceorgs`.
     resource: &'static str,
     namespace: String,
     name: String,
 }
 
 impl Target {
-    /// The operator's resourceVersion-guarded writes: PUT of a Secret, PATCH of a CronJob.
+    /// The operator's resourceVersion-guarded writes: PUT of a Secret, PATCH of a CronJob,
+    /// PATCH of an org (its finalizer; the status is a subresource, not raced here).
     fn of(method: &http::Method, path: &str) -> Option<Self> {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (resource, namespace, name) = match (method.as_str(), parts.as_slice()) {
@@ -644,6 +645,18 @@ impl Target {
             ("PATCH", ["apis", "batch", "v1", "namespaces", ns, "cronjobs", name]) => {
                 ("cronjobs", ns, name)
             }
+            (
+                "PATCH",
+                [
+                    "apis",
+                    "orgtokens.dev",
+                    _,
+                    "namespaces",
+                    ns,
+                    "salesforceorgs",
+                    name,
+                ],
+            ) => ("salesforceorgs", ns, name),
             _ => return None,
         };
         Some(Target {
@@ -707,6 +720,12 @@ impl Races {
                 .patch(&target.name, &params, &Patch::Merge(&patch))
                 .await
                 .map(|_| ()),
+            "salesforceorgs" => {
+                Api::<SalesforceOrg>::namespaced(self.admin.clone(), &target.namespace)
+                    .patch(&target.name, &params, &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            }
             _ => Api::<CronJob>::namespaced(self.admin.clone(), &target.namespace)
                 .patch(&target.name, &params, &Patch::Merge(&patch))
                 .await
@@ -776,10 +795,10 @@ where
 
 /// Every resourceVersion-guarded write of the operator loses a race against another writer:
 /// the token Secret during a refresh (more often than the three writes a refresh tries, so the
-/// renewed tokens must wait in memory), and each CronJob while suspending and resuming.
-/// Status and finalizer writes carry no resourceVersion (status has one writer, the leader;
-/// the finalizer patch tests the list itself), so another writer cannot make them conflict;
-/// the leader Lease's races are `leader`'s subject.
+/// renewed tokens must wait in memory), the org's finalizer added before its first hold, and
+/// each CronJob while suspending and resuming. Status writes carry no resourceVersion unless
+/// notifications are recorded (status has one writer, the leader); the leader Lease's races
+/// are `leader`'s subject.
 ///
 /// Nothing lost means: exactly one refresh at Salesforce and its rotated token in the Secret
 /// (the only one Salesforce accepts), never TokenExpired before the real revocation, every
@@ -844,7 +863,8 @@ async fn conflicts_on_every_write_path_converge() {
     assert_eq!(valid_refresh_tokens(&op), vec![stored]);
     assert_never_expired(&op, "acme").await;
 
-    // Expiry: every CronJob patch loses two races.
+    // Expiry: the finalizer patch and every CronJob patch lose two races.
+    races.arm("salesforceorgs", &op.ns, "acme", 2);
     for job in &jobs {
         races.arm("cronjobs", &op.ns, job, 2);
     }
@@ -868,6 +888,14 @@ async fn conflicts_on_every_write_path_converge() {
         },
     )
     .await;
+    assert!(
+        races.conflicts("salesforceorgs") >= 2,
+        "the finalizer raced"
+    );
+    assert_eq!(
+        op.orgs().get("acme").await.expect("org").finalizers(),
+        [sforg_operator::reconcile::FINALIZER]
+    );
     let suspend_conflicts = races.conflicts("cronjobs");
     assert!(
         suspend_conflicts >= jobs.len() as u32,

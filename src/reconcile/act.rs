@@ -114,6 +114,34 @@ pub async fn status(
     Ok(())
 }
 
+/// Adds (`add`) or removes the operator's finalizer, under the org's version as read (a
+/// conflict when the cache is behind), and returns the org's new version.
+pub async fn finalizer(client: &Client, org: &SalesforceOrg, add: bool) -> Result<String, Error> {
+    let mut finalizers: Vec<String> = org
+        .finalizers()
+        .iter()
+        .filter(|f| f.as_str() != super::FINALIZER)
+        .cloned()
+        .collect();
+    if add {
+        finalizers.push(super::FINALIZER.to_owned());
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": org.resource_version(), "finalizers": finalizers},
+    });
+    let api: Api<SalesforceOrg> =
+        Api::namespaced(client.clone(), &org.namespace().unwrap_or_default());
+    let written = api
+        .patch(
+            &org.name_any(),
+            &PatchParams::apply(crate::FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Finalizer)?;
+    Ok(written.resource_version().unwrap_or_default())
+}
+
 /// Publishes Events about the org; a refused one is logged by the recorder and never fails
 /// the reconcile.
 pub async fn publish(recorder: &Recorder, org: &SalesforceOrg, events: &[Event]) {

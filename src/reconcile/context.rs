@@ -142,6 +142,14 @@ impl<S> Context<S> {
         self.settings.held.release(uid);
     }
 
+    /// Forgets the checks of orgs not in `live` (uids): orgs deleted while a watch was down,
+    /// whose deletion no event reported.
+    pub fn forget_all_but(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut memos) = self.memos.lock() {
+            memos.retain(|uid, _| live.contains(uid));
+        }
+    }
+
     /// When this process last checked each org against Salesforce, by uid (for metrics).
     pub fn last_checks(&self) -> HashMap<String, Timestamp> {
         self.memos

@@ -21,10 +21,9 @@ pub mod gather;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::{ResourceExt, runtime::finalizer::Error as FinalizerError};
 use tracing::debug;
 
 pub use context::{Context, HeldTokens, Settings};
@@ -39,7 +38,9 @@ use crate::salesforce::Salesforce;
 pub const CHECK_ANNOTATION: &str = "orgtokens.dev/check-requested-at";
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = crate::FIELD_MANAGER;
-/// The finalizer that releases an org's CronJobs before it goes away.
+/// The finalizer that releases an org's CronJobs before it goes away. It is added just
+/// before an org first holds a CronJob, in the same reconcile, so an org that never holds
+/// anything is written once (its status) and not twice.
 pub const FINALIZER: &str = "orgtokens.dev/release-cronjobs";
 
 /// Failures of a reconcile that the controller retries, by the step that failed.
@@ -60,42 +61,26 @@ pub enum Error {
     /// The object lacks a namespace or uid (never for objects read from the API server).
     #[error("the SalesforceOrg has no {0}")]
     MissingMetadata(&'static str),
-    /// Adding or removing the finalizer, or the work inside it, failed.
-    #[error("{0}")]
-    Finalizer(#[source] Box<FinalizerError<Error>>),
+    /// Adding or removing the org's finalizer failed.
+    #[error("adding or removing the org's finalizer failed: {0}")]
+    Finalizer(#[source] kube::Error),
 }
 
 impl Error {
-    /// The failure of the reconcile step itself, looking through the finalizer.
-    fn step(&self) -> &Error {
-        match self {
-            Error::Finalizer(f) => match f.as_ref() {
-                FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.step(),
-                _ => self,
-            },
-            other => other,
-        }
-    }
-
     /// Whether the failure only means the object read was older than the API server's (a
-    /// JSON-patch `test` of the finalizer list failing, or a 409 conflict): retry at once.
+    /// 409 conflict on a write made under the version read): retry at once.
     pub fn is_stale_read(&self) -> bool {
-        let conflict = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409);
-        match self.step() {
-            Error::Finalizer(f) => match f.as_ref() {
-                FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e) => {
-                    conflict(e) || matches!(e, kube::Error::Api(s) if s.code == 422)
-                }
-                _ => false,
-            },
-            Error::SyncCronJobs(e) | Error::WriteStatus(e) => conflict(e),
+        match self {
+            Error::Finalizer(e) | Error::SyncCronJobs(e) | Error::WriteStatus(e) => {
+                matches!(e, kube::Error::Api(s) if s.code == 409)
+            }
             _ => false,
         }
     }
 
     /// A stable label for metrics: the step that failed.
     pub fn metric_label(&self) -> &'static str {
-        match self.step() {
+        match self {
             Error::ReadSecrets(_) => "read_secrets",
             Error::ReadCronJobs(_) => "read_cronjobs",
             Error::SyncCronJobs(_) => "sync_cronjobs",
@@ -106,21 +91,21 @@ impl Error {
     }
 }
 
-/// Reconciles one org (with its deletion through the finalizer).
+/// Reconciles one org: a live one with [`apply`], one being deleted with [`cleanup`].
 pub async fn reconcile<S: Salesforce>(
     org: Arc<SalesforceOrg>,
     ctx: Arc<Context<S>>,
 ) -> Result<Action, Error> {
-    let ns = org.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<SalesforceOrg> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, org, |event| async {
-        match event {
-            FinalizerEvent::Apply(org) => apply(&org, &ctx).await,
-            FinalizerEvent::Cleanup(org) => cleanup(&org, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    org.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    if org.metadata.deletion_timestamp.is_some() {
+        return cleanup(&org, &ctx).await;
+    }
+    apply(&org, &ctx).await
+}
+
+/// Whether the org carries the operator's finalizer.
+fn has_finalizer(org: &SalesforceOrg) -> bool {
+    org.finalizers().iter().any(|f| f == FINALIZER)
 }
 
 /// The whole reconcile of a live org.
@@ -179,6 +164,12 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
         notices(notifier, org, &uid, &gathered, &mut outcome, now);
     }
 
+    // The org's version, moved on by a finalizer added here (which is made under the version
+    // read, so nothing else came in between).
+    let mut version = org.resource_version();
+    if decide::needs_finalizer(&gathered, &outcome, has_finalizer(org)) {
+        version = Some(act::finalizer(&ctx.client, org, true).await?);
+    }
     let (applied, synced) = act::cronjobs(
         &ctx.client,
         &ctx.dependents,
@@ -196,7 +187,7 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
         // reconcile that read the org before them (a conflict re-reads and decides again).
         let guard = (!outcome.status.notifications.is_empty()
             || !gathered.status.notifications.is_empty())
-        .then(|| org.resource_version())
+        .then_some(version)
         .flatten();
         act::status(&ctx.client, org, &outcome.status, guard.as_deref()).await?;
     }
@@ -249,7 +240,9 @@ fn notices(
     }
 }
 
-/// Before an org goes away: resume what it holds, forget what this process remembers.
+/// Before an org goes away: resume what it holds, forget what this process remembers, and
+/// let it go. (An org that never held a CronJob has no finalizer and is gone at once; the
+/// controller forgets it when its deletion is seen, see `controller::org_events`.)
 async fn cleanup<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<Action, Error> {
     let uid = org.uid().unwrap_or_default();
     let cronjobs = gather::cronjobs(&ctx.client, &ctx.dependents, org, &uid, true).await?;
@@ -265,6 +258,9 @@ async fn cleanup<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result
     ctx.holding
         .unmark(&org.namespace().unwrap_or_default(), &org.name_any());
     ctx.forget(&uid);
+    if has_finalizer(org) {
+        act::finalizer(&ctx.client, org, false).await?;
+    }
     Ok(Action::await_change())
 }
 

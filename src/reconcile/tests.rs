@@ -393,7 +393,7 @@ async fn a_status_echo_asks_nothing() {
 }
 
 #[test]
-fn errors_name_their_step_through_the_finalizer() {
+fn errors_name_their_step() {
     let api = |code, reason| {
         kube::Error::Api(
             kube::core::Status::failure("refused", reason)
@@ -403,45 +403,42 @@ fn errors_name_their_step_through_the_finalizer() {
     };
     let conflict = || api(409, "Conflict");
     let forbidden = || api(403, "Forbidden");
-    let wrapped = |e: Error| Error::Finalizer(Box::new(FinalizerError::ApplyFailed(e)));
     // (what, error, metric label, retried at once)
     let cases = [
         (
             "CronJob conflict",
-            wrapped(Error::SyncCronJobs(conflict())),
+            Error::SyncCronJobs(conflict()),
             "sync_cronjobs",
             true,
         ),
         (
             "status conflict",
-            wrapped(Error::WriteStatus(conflict())),
+            Error::WriteStatus(conflict()),
             "write_status",
             true,
         ),
         (
             "Secret read refused",
-            wrapped(Error::ReadSecrets(forbidden())),
+            Error::ReadSecrets(forbidden()),
             "read_secrets",
             false,
         ),
         (
             "CronJob list refused",
-            wrapped(Error::ReadCronJobs(forbidden())),
+            Error::ReadCronJobs(forbidden()),
             "read_cronjobs",
             false,
         ),
         (
             "finalizer raced",
-            Error::Finalizer(Box::new(FinalizerError::AddFinalizer(conflict()))),
+            Error::Finalizer(conflict()),
             "finalizer",
             true,
         ),
         (
-            "cleanup",
-            Error::Finalizer(Box::new(FinalizerError::CleanupFailed(
-                Error::SyncCronJobs(forbidden()),
-            ))),
-            "sync_cronjobs",
+            "finalizer refused",
+            Error::Finalizer(forbidden()),
+            "finalizer",
             false,
         ),
     ];

@@ -311,6 +311,16 @@ pub fn touches_dependents(g: &Gathered, outcome: &Outcome) -> bool {
     outcome.mode == Mode::Hold || !g.status.suspended_cron_jobs.is_empty() || g.unrecorded_holds
 }
 
+/// Whether the org must get its finalizer before the outcome's CronJob changes: it is about
+/// to appear among a CronJob's holders and has none, so its deletion could not release it.
+pub fn needs_finalizer(g: &Gathered, outcome: &Outcome, has_finalizer: bool) -> bool {
+    !has_finalizer
+        && outcome
+            .cronjob_changes
+            .iter()
+            .any(|c| c.holders.contains(&g.name))
+}
+
 /// Whether the org still holds CronJobs, or must, after the outcome (its CronJobs' changes
 /// then concern it).
 pub fn still_holding(outcome: &Outcome) -> bool {

@@ -1699,3 +1699,54 @@ fn holding_waits_for_cronjob_events_not_a_timer() {
     assert_eq!(reasserted.requeue, 15 * MIN);
     assert_eq!(reasserted.cronjob_changes.len(), 1);
 }
+
+#[test]
+fn the_finalizer_comes_just_before_the_first_hold() {
+    let status = expired_status();
+    let o = observed(FlowKind::WebServer, &tokens(true, true, MIN), &status, None);
+    let view = |holders: &[&str], suspended: bool, selected: bool| CronJobView {
+        name: "nightly".into(),
+        suspended,
+        holders: holders.iter().map(|h| (*h).to_owned()).collect(),
+        selected,
+        may_reassert: true,
+        reassert_in: Duration::ZERO,
+        version: None,
+    };
+    let with = |cronjobs: &[CronJobView]| {
+        let mut out = outcome(&o, &Plan::Wait(15 * MIN), None, now());
+        dependents(&mut out, &o, cronjobs, now());
+        out
+    };
+    // (what, CronJobs, has the finalizer, needs it)
+    let cases = [
+        (
+            "a running CronJob to suspend",
+            view(&[], false, true),
+            false,
+            true,
+        ),
+        ("already given", view(&[], false, true), true, false),
+        (
+            "a hold shared with another org",
+            view(&["other"], true, true),
+            false,
+            true,
+        ),
+        (
+            "a person's own suspension",
+            view(&[], true, true),
+            false,
+            false,
+        ),
+        ("not selected", view(&[], false, false), false, false),
+        ("letting go", view(&["acme"], true, false), true, false),
+    ];
+    for (what, cronjob, has, needs) in cases {
+        let out = with(std::slice::from_ref(&cronjob));
+        assert_eq!(needs_finalizer(&o, &out, has), needs, "{what}");
+    }
+    // Nothing to do with CronJobs (a Valid org): never.
+    let valid = outcome(&o, &Plan::Wait(15 * MIN), None, now());
+    assert!(!needs_finalizer(&o, &valid, false));
+}
