@@ -73,141 +73,181 @@ pub fn settle(
     policy: &Policy,
     now: Timestamp,
 ) -> Option<Duration> {
-    let record = before.notifications.clone();
-    let mut due: Vec<Notice> = Vec::new();
-    let mut next = None;
-    let (reason, message) = ready(after);
-
+    let record = &before.notifications;
     // The first Expired of the current expiry: later ones (after an outage turned the org
     // Unknown for a while) belong to the same expiry until it recovers.
-    let expired = record
-        .iter()
-        .find(|r| r.kind == NoticeKind::Expired)
-        .cloned();
-    if after.state == Some(TokenState::Expired) {
-        let since = expired.as_ref().map(|r| r.since.clone()).or_else(|| {
-            conditions::get(&after.conditions, conditions::TOKEN_EXPIRED)
-                .map(|c| c.last_transition_time.clone())
-        });
-        if let Some(since) = since {
-            match &expired {
-                None => {
-                    due.push(Notice {
-                        key: format!("{uid}-expired-{}", unix(&since)),
-                        kind: NoticeKind::Expired,
-                        reminder: None,
-                        reason: reason.clone(),
-                        message: message.clone(),
-                        since: since.clone(),
-                    });
-                    if policy.reminder_max > 0 {
-                        next = Some(policy.reminder_interval);
-                    }
-                }
-                // Reminders count from the Expired notice, so an org found expired long ago
-                // gets its Expired notice first and reminders after.
-                Some(first) => {
-                    let interval = policy.reminder_interval.as_secs().max(1) as i64;
-                    let start = unix(&first.decided_at);
-                    let elapsed = (now.as_second() - start).max(0);
-                    let n = u32::try_from(elapsed / interval)
-                        .unwrap_or(u32::MAX)
-                        .min(policy.reminder_max);
-                    let sent = record
-                        .iter()
-                        .filter(|r| r.kind == NoticeKind::Reminder)
-                        .filter_map(|r| r.reminder)
-                        .max()
-                        .unwrap_or(0);
-                    // After a long outage of the operator only the latest reminder goes out.
-                    if n >= 1 && n > sent {
-                        due.push(Notice {
-                            key: format!("{uid}-reminder-{}-{n}", unix(&since)),
-                            kind: NoticeKind::Reminder,
-                            reminder: Some(n),
-                            reason: reason.clone(),
-                            message: message.clone(),
-                            since: since.clone(),
-                        });
-                    }
-                    if n < policy.reminder_max {
-                        let at = start + interval * (i64::from(n) + 1);
-                        next = Some(Duration::from_secs((at - now.as_second()).max(1) as u64));
-                    }
-                }
-            }
-        }
-    }
+    let expired = record.iter().find(|r| r.kind == NoticeKind::Expired);
+    let (mut due, next) = expiry(uid, record, expired, after, policy, now);
+    due.extend(recovered(uid, before, expired.is_some(), after));
+    due.extend(expiring(uid, after));
+    due.extend(refused(uid, failure, after, org, now));
+    after.notifications = recorded(record, &due, after, policy, now);
+    next
+}
 
-    let valid_since = conditions::get(&after.conditions, conditions::TOKEN_VALID)
-        .filter(|c| c.status == "True")
-        .map(|c| c.last_transition_time.clone());
-    if after.state == Some(TokenState::Valid)
-        && (expired.is_some() || before.state == Some(TokenState::Expired))
-        && let Some(since) = valid_since.clone()
-    {
-        let by = after.authorized_by.as_deref().map(|by| {
-            let at = after
-                .authorized_at
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_else(|| "an unknown time".into());
-            let org_id = after.org_id.as_deref().unwrap_or("unknown org");
-            format!("Re-authorized by {by} at {at} ({org_id}).")
-        });
-        due.push(Notice {
-            key: format!("{uid}-recovered-{}", unix(&since)),
-            kind: NoticeKind::Recovered,
+/// The Expired notice of the current expiry, or its reminder now due; and when the next
+/// reminder is due.
+fn expiry(
+    uid: &str,
+    record: &[NotificationRecord],
+    expired: Option<&NotificationRecord>,
+    after: &SalesforceOrgStatus,
+    policy: &Policy,
+    now: Timestamp,
+) -> (Vec<Notice>, Option<Duration>) {
+    if after.state != Some(TokenState::Expired) {
+        return (Vec::new(), None);
+    }
+    let since = expired.map(|r| r.since.clone()).or_else(|| {
+        conditions::get(&after.conditions, conditions::TOKEN_EXPIRED)
+            .map(|c| c.last_transition_time.clone())
+    });
+    let Some(since) = since else {
+        return (Vec::new(), None);
+    };
+    let (reason, message) = ready(after);
+    let Some(first) = expired else {
+        let notice = Notice {
+            key: format!("{uid}-expired-{}", unix(&since)),
+            kind: NoticeKind::Expired,
             reminder: None,
-            reason: reason.clone(),
-            message: Some(
-                [message.clone(), by]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
+            reason,
+            message,
+            since,
+        };
+        let next = (policy.reminder_max > 0).then_some(policy.reminder_interval);
+        return (vec![notice], next);
+    };
+    // Reminders count from the Expired notice, so an org found expired long ago gets its
+    // Expired notice first and reminders after.
+    let interval = policy.reminder_interval.as_secs().max(1) as i64;
+    let start = unix(&first.decided_at);
+    let elapsed = (now.as_second() - start).max(0);
+    let n = u32::try_from(elapsed / interval)
+        .unwrap_or(u32::MAX)
+        .min(policy.reminder_max);
+    let sent = record
+        .iter()
+        .filter(|r| r.kind == NoticeKind::Reminder)
+        .filter_map(|r| r.reminder)
+        .max()
+        .unwrap_or(0);
+    let mut due = Vec::new();
+    // After a long outage of the operator only the latest reminder goes out.
+    if n >= 1 && n > sent {
+        due.push(Notice {
+            key: format!("{uid}-reminder-{}-{n}", unix(&since)),
+            kind: NoticeKind::Reminder,
+            reminder: Some(n),
+            reason,
+            message,
             since,
         });
     }
+    let next = (n < policy.reminder_max).then(|| {
+        let at = start + interval * (i64::from(n) + 1);
+        Duration::from_secs((at - now.as_second()).max(1) as u64)
+    });
+    (due, next)
+}
 
-    let expiring = conditions::get(&after.conditions, conditions::TOKEN_EXPIRING_SOON)
+/// Since when TokenValid is True, if it is.
+fn valid_since(status: &SalesforceOrgStatus) -> Option<Time> {
+    conditions::get(&status.conditions, conditions::TOKEN_VALID)
         .filter(|c| c.status == "True")
-        .cloned();
-    if let Some(c) = &expiring {
-        due.push(Notice {
-            // One notice per lead-time stage (7d, then 2d): the condition stays True between
-            // them, and the forecast records the stage reached.
-            key: format!(
-                "{uid}-expiring-{}-{}-{}",
-                unix(&c.last_transition_time),
-                c.reason.to_ascii_lowercase(),
-                after.expiry_lead_time.as_deref().unwrap_or("")
-            ),
-            kind: NoticeKind::ExpiringSoon,
-            reminder: None,
-            reason: Some(c.reason.clone()),
-            message: Some(c.message.clone()),
-            since: c.last_transition_time.clone(),
-        });
-    }
+        .map(|c| c.last_transition_time.clone())
+}
 
-    let refused = failure.filter(|_| after.state != Some(TokenState::Valid));
-    if let Some(f) = refused {
-        let (reason, message) = crate::messages::failed_login(f.reason, &f.description, org)
-            .map(|(r, m)| (r.as_str().to_owned(), m))
-            .unwrap_or_else(|| (f.reason.as_str().to_owned(), f.description.clone()));
-        due.push(Notice {
-            key: format!("{uid}-refused-{}", failure_id(f)),
-            kind: NoticeKind::ReauthRefused,
-            reminder: None,
-            reason: Some(reason),
-            message: Some(message),
-            since: Time(now),
-        });
+/// Valid again after an expiry, naming who authorized.
+fn recovered(
+    uid: &str,
+    before: &SalesforceOrgStatus,
+    was_told_expired: bool,
+    after: &SalesforceOrgStatus,
+) -> Option<Notice> {
+    let expired_before = was_told_expired || before.state == Some(TokenState::Expired);
+    if after.state != Some(TokenState::Valid) || !expired_before {
+        return None;
     }
+    let since = valid_since(after)?;
+    let (reason, message) = ready(after);
+    let by = after.authorized_by.as_deref().map(|by| {
+        let at = after
+            .authorized_at
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| "an unknown time".into());
+        let org_id = after.org_id.as_deref().unwrap_or("unknown org");
+        format!("Re-authorized by {by} at {at} ({org_id}).")
+    });
+    Some(Notice {
+        key: format!("{uid}-recovered-{}", unix(&since)),
+        kind: NoticeKind::Recovered,
+        reminder: None,
+        reason,
+        message: Some(
+            [message, by]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        since,
+    })
+}
 
-    // Which delivered records still describe the present.
+/// The authorization expires soon: one notice per lead-time stage (7d, then 2d). The
+/// condition stays True between them, and the forecast records the stage reached.
+fn expiring(uid: &str, after: &SalesforceOrgStatus) -> Option<Notice> {
+    let c = conditions::get(&after.conditions, conditions::TOKEN_EXPIRING_SOON)
+        .filter(|c| c.status == "True")?;
+    Some(Notice {
+        key: format!(
+            "{uid}-expiring-{}-{}-{}",
+            unix(&c.last_transition_time),
+            c.reason.to_ascii_lowercase(),
+            after.expiry_lead_time.as_deref().unwrap_or("")
+        ),
+        kind: NoticeKind::ExpiringSoon,
+        reminder: None,
+        reason: Some(c.reason.clone()),
+        message: Some(c.message.clone()),
+        since: c.last_transition_time.clone(),
+    })
+}
+
+/// A refused login through the re-auth link, once per recorded failure.
+fn refused(
+    uid: &str,
+    failure: Option<&ReauthFailure>,
+    after: &SalesforceOrgStatus,
+    org: &str,
+    now: Timestamp,
+) -> Option<Notice> {
+    let f = failure.filter(|_| after.state != Some(TokenState::Valid))?;
+    let (reason, message) = crate::messages::failed_login(f.reason, &f.description, org)
+        .map(|(r, m)| (r.as_str().to_owned(), m))
+        .unwrap_or_else(|| (f.reason.as_str().to_owned(), f.description.clone()));
+    Some(Notice {
+        key: format!("{uid}-refused-{}", failure_id(f)),
+        kind: NoticeKind::ReauthRefused,
+        reminder: None,
+        reason: Some(reason),
+        message: Some(message),
+        since: Time(now),
+    })
+}
+
+/// The record after this reconcile: what still describes the present, and each due notice
+/// not yet recorded as Pending on every channel; bounded, never dropping a Pending record.
+fn recorded(
+    record: &[NotificationRecord],
+    due: &[Notice],
+    after: &SalesforceOrgStatus,
+    policy: &Policy,
+    now: Timestamp,
+) -> Vec<NotificationRecord> {
+    let valid_since = valid_since(after);
     let live_keys: Vec<&str> = due.iter().map(|n| n.key.as_str()).collect();
     let keep = |r: &NotificationRecord| -> bool {
         if r.state == DeliveryState::Pending || live_keys.contains(&r.key.as_str()) {
@@ -225,7 +265,7 @@ pub fn settle(
         }
     };
     let mut kept: Vec<NotificationRecord> = record.iter().filter(|r| keep(r)).cloned().collect();
-    for notice in &due {
+    for notice in due {
         if record.iter().any(|r| r.key == notice.key) {
             continue;
         }
@@ -256,8 +296,7 @@ pub fn settle(
         };
         kept.remove(i);
     }
-    after.notifications = kept;
-    next
+    kept
 }
 
 fn truncate(mut s: String, max: usize) -> String {
