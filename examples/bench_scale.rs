@@ -342,6 +342,36 @@ fn pct(v: &[Duration], p: f64) -> f64 {
     v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
+/// Clears the status of the fleet's first `n` orgs, as if the operator had never seen them.
+async fn clear_statuses(
+    client: &Client,
+    tally: &Tally,
+    fleet: &Fleet,
+    n: usize,
+) -> BenchResult<()> {
+    stream::iter(0..n)
+        .map(|i| {
+            let orgs: Api<SalesforceOrg> = Api::namespaced(client.clone(), &fleet.ns(i));
+            async move {
+                let patch = json!({"status": null});
+                orgs.patch_status(
+                    &Fleet::name(i),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await?;
+    while tally.count(&fleet.key_prefix(), TokenState::Valid) > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// The API server's own ceiling: a bare client applying `n` status writes (the status the
 /// operator writes for a Valid org) as fast as it can, on `n` orgs made for it and deleted
 /// afterwards. Returns the best time over the concurrencies tried.
@@ -622,7 +652,9 @@ async fn main() -> BenchResult<()> {
     if let Ok(variants) = std::env::var("SFORG_BENCH_VARIANTS") {
         // Compares builds or settings of the operator (`label|binary|ENV=VALUE ...`, separated
         // by `;`) on the same orgs: after one cold start, each variant is restarted and its
-        // RSS read once every org is reconciled.
+        // RSS read once every org is reconciled. With `SFORG_BENCH_VARIANTS_COLD=1` every
+        // status is cleared first, so each variant makes a whole cold start.
+        let cold = std::env::var("SFORG_BENCH_VARIANTS_COLD").is_ok_and(|v| v == "1");
         let n = big;
         create_orgs(&client, &sim, &demo, fleet, (0, n), 64).await?;
         let op = start_operator(&sim, &ca)?;
@@ -638,6 +670,9 @@ async fn main() -> BenchResult<()> {
                 .split_whitespace()
                 .filter_map(|kv| kv.split_once('='))
                 .collect();
+            if cold {
+                clear_statuses(&client, &tally, &fleet, n).await?;
+            }
             let mut op = Command::new(bin)
                 .args([
                     "run",
@@ -651,14 +686,23 @@ async fn main() -> BenchResult<()> {
                 .envs(envs)
                 .stdout(Stdio::null())
                 .spawn()?;
-            let started = Instant::now();
-            let base = reconciles().await;
-            while reconciles().await < base + n as f64
-                && started.elapsed() < Duration::from_secs(300)
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            if cold {
+                let took = converge(&tally, &fleet.key_prefix(), n).await?;
+                println!(
+                    "| {label}: cold start, {n} orgs Valid | {:.1} s |",
+                    secs(took)
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            } else {
+                let started = Instant::now();
+                let base = reconciles().await;
+                while reconciles().await < base + n as f64
+                    && started.elapsed() < Duration::from_secs(300)
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
             }
-            tokio::time::sleep(Duration::from_secs(10)).await;
             let (now, peak) = rss(op.id());
             println!(
                 "| {label}: RSS at {n} orgs after a restart (peak) | {now:.1} MiB ({peak:.1} MiB), {:.2} KiB per org above idle |",

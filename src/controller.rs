@@ -5,6 +5,8 @@
 //! to their org by label), so the cache holds nothing else of the cluster's Secrets; and the
 //! metadata of CronJobs, without a cache, mapped to the orgs that hold CronJobs in their
 //! namespace (a CronJob created or relabelled into a held selector is suspended at once).
+//! When each org is looked at again without a change is kept by [`Requeues`], which also
+//! hands a (re-)list's orgs to the controller a few at a time.
 
 use std::future::Future;
 use std::pin::pin;
@@ -29,6 +31,7 @@ use crate::crd::SalesforceOrg;
 use crate::metrics::{Metrics, OrgSource};
 use crate::namespaces;
 use crate::reconcile::{self, Context, Settings};
+use crate::requeue::Requeues;
 use crate::salesforce::Salesforce;
 use crate::telemetry::Health;
 use crate::token_secret::{MANAGED_BY, MANAGED_BY_LABEL, ORG_LABEL};
@@ -188,8 +191,16 @@ pub async fn run_with<S: Salesforce>(
         AbortOnDrop(tokio::spawn(worker.run()))
     });
     let ctx = Arc::new(Context::new(client.clone(), salesforce, settings, recorder));
+    let requeues = Arc::new(Requeues::default());
     let (store, writer) = reflector::store();
-    let org_events = org_events(&client, &scope, store.clone(), writer, gone(&ctx, &store));
+    let org_events = org_events(
+        &client,
+        &scope,
+        store.clone(),
+        writer,
+        gone(&ctx, &requeues, &store),
+        requeues.clone(),
+    );
     let secret_events = secret_events(&client, &scope);
     let cronjob_events = cronjob_events(&client, &scope);
     let holding = ctx.holding.clone();
@@ -217,6 +228,12 @@ pub async fn run_with<S: Salesforce>(
                 .map(move |org| ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(
+            requeues
+                .clone()
+                .due()
+                .map(|(ns, name)| ObjectRef::<SalesforceOrg>::new(&name).within(&ns)),
+        )
         .graceful_shutdown_on(shutdown);
     let _unsync = Unsync(hooks.health.clone());
     let _per_org = hooks.metrics.as_ref().map(|metrics| {
@@ -229,8 +246,10 @@ pub async fn run_with<S: Salesforce>(
     let metrics = hooks.metrics.clone();
     let reconciler = move |org: Arc<SalesforceOrg>, ctx: Arc<Context<S>>| {
         let metrics = metrics.clone();
+        let requeues = requeues.clone();
         async move {
             let started = Instant::now();
+            let (ns, name) = (org.namespace().unwrap_or_default(), org.name_any());
             let result = reconcile::reconcile(org, ctx).await;
             if let Some(m) = &metrics {
                 m.reconciled(
@@ -238,7 +257,15 @@ pub async fn run_with<S: Salesforce>(
                     result.as_ref().err().map(reconcile::Error::metric_label),
                 );
             }
-            result
+            // The next look goes to the compact schedule, not to kube-runtime's requeue;
+            // errors keep the controller's own retry (`error_policy`).
+            match &result {
+                Ok(Some(after)) => requeues.schedule(&ns, &name, *after),
+                Ok(None) => requeues.cancel(&ns, &name),
+                Err(_) => {}
+            }
+            requeues.done(&ns, &name);
+            result.map(|_| Action::await_change())
         }
     };
     let running = controller
@@ -271,32 +298,44 @@ pub async fn run_with<S: Salesforce>(
 /// when a re-list completes.
 fn gone<S: Salesforce>(
     ctx: &Arc<Context<S>>,
+    requeues: &Arc<Requeues>,
     store: &reflector::Store<SalesforceOrg>,
 ) -> impl Fn(&watcher::Event<SalesforceOrg>) + Send + 'static {
     let ctx = ctx.clone();
+    let requeues = requeues.clone();
     let store = store.clone();
     move |event| match event {
         watcher::Event::Delete(org) => {
-            ctx.holding
-                .unmark(&org.namespace().unwrap_or_default(), &org.name_any());
+            let (ns, name) = (org.namespace().unwrap_or_default(), org.name_any());
+            ctx.holding.unmark(&ns, &name);
+            requeues.cancel(&ns, &name);
             ctx.forget(&org.uid().unwrap_or_default());
         }
         watcher::Event::InitDone => {
-            let live = store.state().iter().filter_map(|o| o.uid()).collect();
+            let orgs = store.state();
+            let live = orgs.iter().filter_map(|o| o.uid()).collect();
             ctx.forget_all_but(&live);
+            let keys = orgs
+                .iter()
+                .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+                .collect();
+            requeues.retain(&keys);
         }
         _ => {}
     }
 }
 
 /// The orgs of every watched namespace, merged into one cache, trimmed by [`trim_cached`];
-/// every event, once in the cache, goes to `on_event`.
+/// every event, once in the cache, goes to `on_event`. Changes trigger a reconcile at once;
+/// the orgs of a (re-)list are put on the `requeues` schedule, due now, which hands them to
+/// the controller a few at a time.
 fn org_events(
     client: &Client,
     scope: &Scope,
     store: reflector::Store<SalesforceOrg>,
     writer: reflector::store::Writer<SalesforceOrg>,
     on_event: impl Fn(&watcher::Event<SalesforceOrg>) + Send + 'static,
+    requeues: Arc<Requeues>,
 ) -> impl futures::Stream<Item = Result<SalesforceOrg, watcher::Error>> + Send + 'static {
     let org_watches: Vec<_> = apis::<SalesforceOrg>(client, scope)
         .into_iter()
@@ -318,7 +357,17 @@ fn org_events(
         .modify(trim_cached)
         .reflect(writer)
         .inspect_ok(on_event)
-        .applied_objects()
+        .try_filter_map(move |event| {
+            futures::future::ready(Ok(match event {
+                watcher::Event::Apply(org) => Some(org),
+                watcher::Event::InitApply(org) => {
+                    let ns = org.namespace().unwrap_or_default();
+                    requeues.schedule(&ns, &org.name_any(), Duration::ZERO);
+                    None
+                }
+                _ => None,
+            }))
+        })
 }
 
 /// Drops from a cached org what neither the reconciler nor the metrics read: managedFields,

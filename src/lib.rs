@@ -29,6 +29,7 @@ pub mod plugin;
 pub mod reasons;
 pub mod reauth_record;
 pub mod reconcile;
+pub mod requeue;
 pub mod salesforce;
 pub mod secret;
 pub mod setup_check;

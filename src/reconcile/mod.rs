@@ -23,7 +23,6 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use tracing::debug;
 
 pub use context::{Context, HeldTokens, Settings};
@@ -91,11 +90,14 @@ impl Error {
     }
 }
 
+/// When to reconcile an org again if nothing changes: after a while, or only on a change.
+pub type Next = Option<std::time::Duration>;
+
 /// Reconciles one org: a live one with [`apply`], one being deleted with [`cleanup`].
 pub async fn reconcile<S: Salesforce>(
     org: Arc<SalesforceOrg>,
     ctx: Arc<Context<S>>,
-) -> Result<Action, Error> {
+) -> Result<Next, Error> {
     org.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     if org.metadata.deletion_timestamp.is_some() {
         return cleanup(&org, &ctx).await;
@@ -109,7 +111,7 @@ fn has_finalizer(org: &SalesforceOrg) -> bool {
 }
 
 /// The whole reconcile of a live org.
-async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<Action, Error> {
+async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<Next, Error> {
     let uid = org.uid().ok_or(Error::MissingMetadata("uid"))?;
     let secrets: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &org.namespace().unwrap_or_default());
@@ -197,7 +199,7 @@ async fn apply<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<A
         notifier.submit(org, &outcome.status);
     }
     debug!(org = %gathered.name, ?outcome.status.state, requeue = ?outcome.requeue, "reconciled");
-    Ok(Action::requeue(outcome.requeue))
+    Ok(Some(outcome.requeue))
 }
 
 /// Adds the notifications due to the outcome (pure; see [`decide::notices`]), and the
@@ -243,7 +245,7 @@ fn notices(
 /// Before an org goes away: resume what it holds, forget what this process remembers, and
 /// let it go. (An org that never held a CronJob has no finalizer and is gone at once; the
 /// controller forgets it when its deletion is seen, see `controller::org_events`.)
-async fn cleanup<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<Action, Error> {
+async fn cleanup<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result<Next, Error> {
     let uid = org.uid().unwrap_or_default();
     let cronjobs = gather::cronjobs(&ctx.client, &ctx.dependents, org, &uid, true).await?;
     let changes = crate::dependents::plan(&org.name_any(), Mode::Release, &cronjobs);
@@ -261,7 +263,7 @@ async fn cleanup<S: Salesforce>(org: &SalesforceOrg, ctx: &Context<S>) -> Result
     if has_finalizer(org) {
         act::finalizer(&ctx.client, org, false).await?;
     }
-    Ok(Action::await_change())
+    Ok(None)
 }
 
 #[cfg(test)]
