@@ -353,13 +353,25 @@ fn org_events(
             (ns, watch)
         })
         .collect();
+    let mut writer = writer;
+    let cache = store.clone();
     namespaces::merge(org_watches, store)
         .modify(trim_cached)
-        .reflect(writer)
-        .inspect_ok(on_event)
-        .try_filter_map(move |event| {
+        .map_ok(move |event| {
+            // Judged against the cached version before the cache takes the new one.
+            let echo = match &event {
+                watcher::Event::Apply(org) => cache
+                    .get(&ObjectRef::from_obj(org))
+                    .is_some_and(|cached| only_status_changed(&cached, org)),
+                _ => false,
+            };
+            writer.apply_watcher_event(&event);
+            on_event(&event);
+            (event, echo)
+        })
+        .try_filter_map(move |(event, echo)| {
             futures::future::ready(Ok(match event {
-                watcher::Event::Apply(org) => Some(org),
+                watcher::Event::Apply(org) if !echo => Some(org),
                 watcher::Event::InitApply(org) => {
                     let ns = org.namespace().unwrap_or_default();
                     requeues.schedule(&ns, &org.name_any(), Duration::ZERO);
@@ -368,6 +380,19 @@ fn org_events(
                 _ => None,
             }))
         })
+}
+
+/// Whether `new` differs from `cached` only in its status (and resourceVersion): the echo of
+/// a status write (the reconcile's own, or the delivery worker marking a notification sent).
+/// Such a change triggers no reconcile: the status is what a reconcile writes, not what it
+/// acts on, and the next look at the org is already scheduled. The cache still takes it.
+fn only_status_changed(cached: &SalesforceOrg, new: &SalesforceOrg) -> bool {
+    let (a, b) = (&cached.metadata, &new.metadata);
+    a.uid == b.uid
+        && a.generation == b.generation
+        && a.annotations == b.annotations
+        && a.finalizers == b.finalizers
+        && a.deletion_timestamp == b.deletion_timestamp
 }
 
 /// Drops from a cached org what neither the reconciler nor the metrics read: managedFields,
@@ -483,6 +508,44 @@ mod tests {
         assert_eq!(org.metadata.finalizers.as_deref().map(<[_]>::len), Some(1));
         assert_eq!(org.metadata.generation, Some(3));
         assert_eq!(org.uid().as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn only_changes_beyond_the_status_trigger_a_reconcile() {
+        let org: SalesforceOrg = serde_json::from_value(serde_json::json!({
+            "apiVersion": "orgtokens.dev/v1alpha1", "kind": "SalesforceOrg",
+            "metadata": {"name": "acme", "namespace": "backups", "uid": "u1", "generation": 3,
+                "resourceVersion": "10"},
+            "spec": {"loginUrl": "https://login.salesforce.com",
+                "auth": {"jwtBearer": {"clientId": "c", "username": "u@x", "privateKeyRef": {"name": "k", "key": "tls.key"}}},
+                "tokenSecretRef": {"name": "t"}}
+        }))
+        .expect("org");
+        let changed = |f: &dyn Fn(&mut SalesforceOrg)| {
+            let mut new = org.clone();
+            new.metadata.resource_version = Some("11".into());
+            f(&mut new);
+            !only_status_changed(&org, &new)
+        };
+        assert!(!changed(&|o| {
+            o.status = Some(crate::crd::SalesforceOrgStatus {
+                observed_generation: Some(3),
+                ..Default::default()
+            })
+        }));
+        assert!(changed(&|o| o.metadata.generation = Some(4)));
+        assert!(changed(&|o| {
+            o.annotations_mut()
+                .insert(crate::reconcile::CHECK_ANNOTATION.into(), "now".into());
+        }));
+        assert!(changed(&|o| o.metadata.finalizers = Some(vec!["x".into()])));
+        assert!(changed(&|o| {
+            o.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ))
+        }));
+        assert!(changed(&|o| o.metadata.uid = Some("u2".into())));
     }
 
     #[test]
