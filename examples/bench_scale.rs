@@ -656,13 +656,9 @@ async fn main() -> BenchResult<()> {
         // status is cleared first, so each variant makes a whole cold start.
         let cold = std::env::var("SFORG_BENCH_VARIANTS_COLD").is_ok_and(|v| v == "1");
         let n = big;
-        create_orgs(&client, &sim, &demo, fleet, (0, n), 64).await?;
-        let op = start_operator(&sim, &ca)?;
-        converge(&tally, &fleet.key_prefix(), n).await?;
-        stop(op)?;
-        for variant in variants.split(';') {
+        let spawn = |variant: &str| -> BenchResult<(String, Child)> {
             let mut parts = variant.split('|');
-            let label = parts.next().unwrap_or_default();
+            let label = parts.next().unwrap_or_default().to_owned();
             let bin = parts.next().unwrap_or("target/release/sforg-operator");
             let envs: Vec<(&str, &str)> = parts
                 .next()
@@ -670,10 +666,7 @@ async fn main() -> BenchResult<()> {
                 .split_whitespace()
                 .filter_map(|kv| kv.split_once('='))
                 .collect();
-            if cold {
-                clear_statuses(&client, &tally, &fleet, n).await?;
-            }
-            let mut op = Command::new(bin)
+            let op = Command::new(bin)
                 .args([
                     "run",
                     "--salesforce-proxy",
@@ -686,6 +679,28 @@ async fn main() -> BenchResult<()> {
                 .envs(envs)
                 .stdout(Stdio::null())
                 .spawn()?;
+            Ok((label, op))
+        };
+        // Each variant's own idle RSS (binaries differ in their allocator), with no orgs.
+        let mut idles = HashMap::new();
+        for variant in variants.split(';') {
+            let (label, op) = spawn(variant)?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (now, _) = rss(op.id());
+            println!("| {label}: RSS idle | {now:.1} MiB |");
+            idles.insert(label, now);
+            stop(op)?;
+        }
+        create_orgs(&client, &sim, &demo, fleet, (0, n), 64).await?;
+        let op = start_operator(&sim, &ca)?;
+        converge(&tally, &fleet.key_prefix(), n).await?;
+        stop(op)?;
+        for variant in variants.split(';') {
+            if cold {
+                clear_statuses(&client, &tally, &fleet, n).await?;
+            }
+            let (label, mut op) = spawn(variant)?;
+            let idle = idles.get(&label).copied().unwrap_or(idle);
             if cold {
                 let took = converge(&tally, &fleet.key_prefix(), n).await?;
                 println!(

@@ -191,7 +191,7 @@ pub async fn run_with<S: Salesforce>(
         AbortOnDrop(tokio::spawn(worker.run()))
     });
     let ctx = Arc::new(Context::new(client.clone(), salesforce, settings, recorder));
-    let requeues = Arc::new(Requeues::default());
+    let requeues = Arc::new(Requeues::new(2 * usize::from(RECONCILE_CONCURRENCY)));
     let (store, writer) = reflector::store();
     let org_events = org_events(
         &client,
@@ -201,40 +201,14 @@ pub async fn run_with<S: Salesforce>(
         gone(&ctx, &requeues, &store),
         requeues.clone(),
     );
-    let secret_events = secret_events(&client, &scope);
-    let cronjob_events = cronjob_events(&client, &scope);
-    let holding = ctx.holding.clone();
-    // Bounded concurrency: a cold start with thousands of orgs must not flood the API server
-    // (and starve the leader lease renewals) with thousands of requests at once.
-    let controller = Controller::for_stream(org_events, store.clone())
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
-        )
-        // The controller backs off the merged watch streams once more after any error. Each
-        // watch already backs off on its own, and one shared backoff makes every watch wait
-        // for the errors of the others (after an API server restart each watch fails once
-        // with 410 Gone, at its own time): only a short pause here.
-        .trigger_backoff(MergedBackoff)
-        .watches_stream(secret_events, |secret: PartialObjectMeta<Secret>| {
-            let ns = secret.namespace()?;
-            let org = secret.labels().get(ORG_LABEL)?.clone();
-            Some(ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
-        })
-        .watches_stream(cronjob_events, move |cj: PartialObjectMeta<CronJob>| {
-            let ns = cj.namespace().unwrap_or_default();
-            holding
-                .concerned(&ns, &cj.name_any(), cj.labels(), cj.annotations())
-                .into_iter()
-                .map(move |org| ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
-                .collect::<Vec<_>>()
-        })
-        .reconcile_on(
-            requeues
-                .clone()
-                .due()
-                .map(|(ns, name)| ObjectRef::<SalesforceOrg>::new(&name).within(&ns)),
-        )
-        .graceful_shutdown_on(shutdown);
+    let controller = controller(
+        &client,
+        &scope,
+        (org_events, store.clone()),
+        ctx.holding.clone(),
+        &requeues,
+    )
+    .graceful_shutdown_on(shutdown);
     let _unsync = Unsync(hooks.health.clone());
     let _per_org = hooks.metrics.as_ref().map(|metrics| {
         let ctx = ctx.clone();
@@ -244,30 +218,8 @@ pub async fn run_with<S: Salesforce>(
         })
     });
     let metrics = hooks.metrics.clone();
-    let reconciler = move |org: Arc<SalesforceOrg>, ctx: Arc<Context<S>>| {
-        let metrics = metrics.clone();
-        let requeues = requeues.clone();
-        async move {
-            let started = Instant::now();
-            let (ns, name) = (org.namespace().unwrap_or_default(), org.name_any());
-            let result = reconcile::reconcile(org, ctx).await;
-            if let Some(m) = &metrics {
-                m.reconciled(
-                    started.elapsed(),
-                    result.as_ref().err().map(reconcile::Error::metric_label),
-                );
-            }
-            // The next look goes to the compact schedule, not to kube-runtime's requeue;
-            // errors keep the controller's own retry (`error_policy`).
-            match &result {
-                Ok(Some(after)) => requeues.schedule(&ns, &name, *after),
-                Ok(None) => requeues.cancel(&ns, &name),
-                Err(_) => {}
-            }
-            requeues.done(&ns, &name);
-            result.map(|_| Action::await_change())
-        }
-    };
+    let reconciler =
+        move |org, ctx| reconcile_and_schedule(org, ctx, metrics.clone(), requeues.clone());
     let running = controller
         .run(reconciler, error_policy, ctx)
         .for_each(|result| async move {
@@ -290,6 +242,82 @@ pub async fn run_with<S: Salesforce>(
         () = synced => {}
     }
     running.await;
+}
+
+/// The controller over the org stream and its cache: triggered by the operator's token
+/// Secrets, by CronJob changes that concern a holding org, and by the requeue schedule.
+fn controller(
+    client: &Client,
+    scope: &Scope,
+    (org_events, store): (
+        impl futures::Stream<Item = Result<SalesforceOrg, watcher::Error>> + Send + 'static,
+        reflector::Store<SalesforceOrg>,
+    ),
+    holding: Arc<crate::dependents::Holding>,
+    requeues: &Arc<Requeues>,
+) -> Controller<SalesforceOrg> {
+    // Bounded concurrency: a cold start with thousands of orgs must not flood the API server
+    // (and starve the leader lease renewals) with thousands of requests at once.
+    Controller::for_stream(org_events, store)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        )
+        // The controller backs off the merged watch streams once more after any error. Each
+        // watch already backs off on its own, and one shared backoff makes every watch wait
+        // for the errors of the others (after an API server restart each watch fails once
+        // with 410 Gone, at its own time): only a short pause here.
+        .trigger_backoff(MergedBackoff)
+        .watches_stream(
+            secret_events(client, scope),
+            |secret: PartialObjectMeta<Secret>| {
+                let ns = secret.namespace()?;
+                let org = secret.labels().get(ORG_LABEL)?.clone();
+                Some(ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
+            },
+        )
+        .watches_stream(
+            cronjob_events(client, scope),
+            move |cj: PartialObjectMeta<CronJob>| {
+                let ns = cj.namespace().unwrap_or_default();
+                holding
+                    .concerned(&ns, &cj.name_any(), cj.labels(), cj.annotations())
+                    .into_iter()
+                    .map(move |org| ObjectRef::<SalesforceOrg>::new(&org).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_on(
+            requeues
+                .clone()
+                .due()
+                .map(|(ns, name)| ObjectRef::<SalesforceOrg>::new(&name).within(&ns)),
+        )
+}
+
+/// One reconcile, counted in the metrics, with its next look put on the requeue schedule
+/// (errors keep the controller's own retry, [`error_policy`]).
+async fn reconcile_and_schedule<S: Salesforce>(
+    org: Arc<SalesforceOrg>,
+    ctx: Arc<Context<S>>,
+    metrics: Option<Arc<Metrics>>,
+    requeues: Arc<Requeues>,
+) -> Result<Action, reconcile::Error> {
+    let started = Instant::now();
+    let (ns, name) = (org.namespace().unwrap_or_default(), org.name_any());
+    let result = reconcile::reconcile(org, ctx).await;
+    if let Some(m) = &metrics {
+        m.reconciled(
+            started.elapsed(),
+            result.as_ref().err().map(reconcile::Error::metric_label),
+        );
+    }
+    match &result {
+        Ok(Some(after)) => requeues.schedule(&ns, &name, *after),
+        Ok(None) => requeues.cancel(&ns, &name),
+        Err(_) => {}
+    }
+    requeues.done(&ns, &name);
+    result.map(|_| Action::await_change())
 }
 
 /// What the controller does when orgs are gone: an org without the finalizer (one that never

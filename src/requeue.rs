@@ -6,7 +6,7 @@
 //! as separate strings): about 1.5 KiB per org, since every org always has a next check, and
 //! its queue keeps that capacity after the cold start put every org in it at once. Here an
 //! org costs one shared `"namespace/name"` string, its deadline in a map, and an entry in a
-//! heap, about 150 bytes; and at most [`IN_FLIGHT`] orgs are handed to the controller at a
+//! heap, about 150 bytes; and only a few orgs (64 in the controller) are handed to it at a
 //! time (a cold start's initial list included), each until its reconcile ends. The
 //! controller still runs at most one reconcile per org and merges a due org with a watch
 //! event that arrives at the same time.
@@ -23,19 +23,17 @@ use tokio::time::Instant;
 /// An org, as `"namespace/name"` (a name has no `/`).
 type Key = Arc<str>;
 
-/// Orgs handed to the controller and not yet reconciled, at most: twice the controller's
-/// concurrency keeps it busy without queueing the whole fleet inside it.
-pub const IN_FLIGHT: usize = 2 * crate::controller::RECONCILE_CONCURRENCY as usize;
-
 /// An org handed over and never reconciled (deleted meanwhile, or dropped by a stopping
-/// controller) stops counting against [`IN_FLIGHT`] after this long.
+/// controller) stops counting against the limit after this long.
 const HANDED_OVER_FOR: Duration = Duration::from_secs(60);
 
 /// The schedule; cheap to share between the reconciler and the stream of due orgs.
-#[derive(Default)]
 pub struct Requeues {
     inner: Mutex<Inner>,
     changed: Notify,
+    /// Orgs handed to the controller and not yet reconciled, at most (the controller passes
+    /// twice its concurrency: enough to keep it busy, without queueing the fleet inside it).
+    in_flight: usize,
 }
 
 #[derive(Default)]
@@ -50,6 +48,15 @@ struct Inner {
 }
 
 impl Requeues {
+    /// An empty schedule handing over at most `in_flight` orgs at a time.
+    pub fn new(in_flight: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            changed: Notify::new(),
+            in_flight: in_flight.max(1),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the maps consistent enough to go on with.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -124,7 +131,7 @@ impl Requeues {
     }
 
     /// The orgs whose time has come, as `(namespace, name)`, each once per schedule and at
-    /// most [`IN_FLIGHT`] until [`Requeues::done`].
+    /// most `in_flight` until [`Requeues::done`].
     pub fn due(self: Arc<Self>) -> impl Stream<Item = (String, String)> + Send + 'static {
         futures::stream::unfold(
             (self, Vec::<Key>::new()),
@@ -143,8 +150,8 @@ impl Requeues {
                         inner
                             .handed_over
                             .retain(|_, at| now < *at + HANDED_OVER_FOR);
-                        ready = inner.pop_due(now);
-                        if inner.handed_over.len() >= IN_FLIGHT {
+                        ready = inner.pop_due(now, requeues.in_flight);
+                        if inner.handed_over.len() >= requeues.in_flight {
                             // Full: wait for a reconcile to end (or a hand-over to lapse).
                             inner
                                 .handed_over
@@ -175,11 +182,11 @@ impl Requeues {
 
 impl Inner {
     /// Takes the orgs due by `now` off the schedule and hands them over, while fewer than
-    /// [`IN_FLIGHT`] are.
-    fn pop_due(&mut self, now: Instant) -> Vec<Key> {
+    /// `in_flight` are.
+    fn pop_due(&mut self, now: Instant, in_flight: usize) -> Vec<Key> {
         let mut ready = Vec::new();
         while let Some(Reverse((at, _))) = self.heap.peek() {
-            if *at > now || self.handed_over.len() >= IN_FLIGHT {
+            if *at > now || self.handed_over.len() >= in_flight {
                 break;
             }
             let Some(Reverse((at, key))) = self.heap.pop() else {
@@ -218,9 +225,11 @@ mod tests {
     use super::*;
     use futures::StreamExt;
 
+    const IN_FLIGHT: usize = 64;
+
     #[tokio::test(start_paused = true)]
     async fn orgs_come_due_in_order_once_per_schedule() {
-        let requeues = Arc::new(Requeues::default());
+        let requeues = Arc::new(Requeues::new(IN_FLIGHT));
         requeues.schedule("a", "late", Duration::from_secs(30));
         requeues.schedule("a", "soon", Duration::from_secs(10));
         requeues.schedule("b", "moved", Duration::from_secs(5));
@@ -253,7 +262,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn at_most_in_flight_orgs_are_handed_over_until_their_reconcile_ends() {
-        let requeues = Arc::new(Requeues::default());
+        let requeues = Arc::new(Requeues::new(IN_FLIGHT));
         for i in 0..IN_FLIGHT + 3 {
             requeues.schedule("ns", &format!("org-{i:03}"), Duration::ZERO);
         }
@@ -278,7 +287,7 @@ mod tests {
 
     #[test]
     fn rescheduling_often_keeps_the_heap_small() {
-        let requeues = Requeues::default();
+        let requeues = Requeues::new(IN_FLIGHT);
         for i in 0..10_000u64 {
             requeues.schedule("ns", &format!("org-{}", i % 10), Duration::from_secs(i));
         }
@@ -289,7 +298,7 @@ mod tests {
 
     #[test]
     fn orgs_no_longer_live_are_forgotten() {
-        let requeues = Requeues::default();
+        let requeues = Requeues::new(IN_FLIGHT);
         requeues.schedule("ns", "kept", Duration::from_secs(1));
         requeues.schedule("ns", "deleted", Duration::from_secs(1));
         requeues.retain(&HashSet::from(["ns/kept".to_owned()]));
