@@ -445,13 +445,16 @@ impl SimState {
         now: u64,
     ) -> (u64, String) {
         // Grant ids grow with time, so the smallest id is the oldest approval.
-        let mut live: Vec<u64> = self
-            .grants
+        let mut of_user = self.grants_of_user.remove(user_id).unwrap_or_default();
+        of_user.retain(|id| self.grants.contains_key(id));
+        let mut live: Vec<u64> = of_user
             .iter()
-            .filter(|(_, g)| {
-                g.user_id == user_id && g.client_id == client_id && self.grant_alive(g, now)
+            .filter(|id| {
+                self.grants
+                    .get(id)
+                    .is_some_and(|g| g.client_id == client_id && self.grant_alive(g, now))
             })
-            .map(|(id, _)| *id)
+            .copied()
             .collect();
         live.sort_unstable();
         while live.len() >= MAX_GRANTS_PER_USER_APP {
@@ -459,6 +462,9 @@ impl SimState {
             self.revoke_grant(oldest);
         }
         let id = self.new_grant_id();
+        of_user.retain(|id| self.grants.contains_key(id));
+        of_user.push(id);
+        self.grants_of_user.insert(user_id.to_string(), of_user);
         let token = ids::refresh_token();
         self.grants.insert(
             id,

@@ -157,8 +157,14 @@ pub(crate) struct SimState {
     next_grant_id: u64,
     pub orgs: BTreeMap<OrgKey, Org>,
     pub users: BTreeMap<String, User>,
+    /// User ids by ASCII-lowercased username (usernames never change), so looking a user up
+    /// by name does not scan every user: a 100k-org bench creates 100k users.
+    usernames: HashMap<String, String>,
     pub apps: BTreeMap<String, App>,
     pub grants: HashMap<u64, Grant>,
+    /// Grant ids by user id, for the per-user-and-app grant limit; ids of grants revoked since
+    /// are skipped (and dropped) when read.
+    pub grants_of_user: HashMap<String, Vec<u64>>,
     pub refresh_index: HashMap<String, (u64, RefreshState)>,
     pub access_tokens: HashMap<String, AccessToken>,
     pub codes: HashMap<String, AuthCode>,
@@ -183,8 +189,10 @@ impl SimState {
             next_grant_id: 1,
             orgs: BTreeMap::new(),
             users: BTreeMap::new(),
+            usernames: HashMap::new(),
             apps: BTreeMap::new(),
             grants: HashMap::new(),
+            grants_of_user: HashMap::new(),
             refresh_index: HashMap::new(),
             access_tokens: HashMap::new(),
             codes: HashMap::new(),
@@ -242,20 +250,20 @@ impl SimState {
         if self.users.contains_key(reference) {
             return Ok(reference.to_string());
         }
+        if let Some(id) = self.usernames.get(&reference.to_ascii_lowercase()) {
+            return Ok(id.clone());
+        }
         self.users
             .values()
-            .find(|u| {
-                u.username.eq_ignore_ascii_case(reference)
-                    || (reference.len() == 15 && u.id.starts_with(reference))
-            })
+            .find(|u| reference.len() == 15 && u.id.starts_with(reference))
             .map(|u| u.id.clone())
             .ok_or_else(|| SimError::UnknownUser(reference.to_string()))
     }
 
     pub fn user_by_username(&self, username: &str) -> Option<&User> {
-        self.users
-            .values()
-            .find(|u| u.username.eq_ignore_ascii_case(username))
+        self.usernames
+            .get(&username.to_ascii_lowercase())
+            .and_then(|id| self.users.get(id))
     }
 
     pub fn app_id(&self, reference: &str) -> Result<String, SimError> {
@@ -391,6 +399,8 @@ impl SimState {
             .next()
             .unwrap_or(&spec.username)
             .to_string();
+        self.usernames
+            .insert(spec.username.to_ascii_lowercase(), id.clone());
         self.users.insert(
             id.clone(),
             User {
