@@ -343,11 +343,12 @@ fn gone<S: Salesforce>(
             let orgs = store.state();
             let live = orgs.iter().filter_map(|o| o.uid()).collect();
             ctx.forget_all_but(&live);
-            let keys = orgs
-                .iter()
-                .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
-                .collect();
-            requeues.retain(&keys);
+            requeues.retain(orgs.iter().map(|o| {
+                (
+                    o.metadata.namespace.as_deref().unwrap_or_default(),
+                    o.metadata.name.as_deref().unwrap_or_default(),
+                )
+            }));
         }
         _ => {}
     }

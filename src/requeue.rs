@@ -108,8 +108,12 @@ impl Requeues {
         }
     }
 
-    /// Forgets every org not in `live` (`"namespace/name"` keys).
-    pub fn retain(&self, live: &HashSet<String>) {
+    /// Forgets every org not among `live` (namespace, name) pairs.
+    pub fn retain<'a>(&self, live: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let live: HashSet<Key> = live
+            .into_iter()
+            .map(|(namespace, name)| key_of(namespace, name))
+            .collect();
         let mut inner = self.lock();
         inner.due.retain(|key, _| live.contains(key.as_ref()));
         inner
@@ -301,7 +305,7 @@ mod tests {
         let requeues = Requeues::new(IN_FLIGHT);
         requeues.schedule("ns", "kept", Duration::from_secs(1));
         requeues.schedule("ns", "deleted", Duration::from_secs(1));
-        requeues.retain(&HashSet::from(["ns/kept".to_owned()]));
+        requeues.retain([("ns", "kept")]);
         assert_eq!(requeues.len(), 1);
     }
 }
