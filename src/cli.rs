@@ -247,7 +247,7 @@ fn state_text(status: Option<&SalesforceOrgStatus>) -> String {
 fn ready_reason(status: Option<&SalesforceOrgStatus>) -> Option<&str> {
     status
         .and_then(|s| conditions::get(&s.conditions, conditions::READY))
-        .map(|c| c.reason.as_str())
+        .map(|c| c.reason.as_ref())
 }
 
 /// The `status` table: NAMESPACE (with `all_namespaces`), NAME, TOKEN, ORG ID, USERNAME, HELD,
@@ -635,7 +635,7 @@ pub async fn check_setup(args: &CheckSetupArgs) -> Result<(), CliError> {
             .or_else(|| status.and_then(|s| s.org_id.clone())),
         verdict: status
             .and_then(|s| conditions::get(&s.conditions, conditions::READY))
-            .map(|c| (c.reason.clone(), c.message.clone())),
+            .map(|c| (c.reason.to_string(), c.message.to_string())),
     };
     let checklist = setup_check::run(&salesforce, &inputs).await;
     print!("{}", checklist.render());
@@ -648,8 +648,9 @@ pub async fn check_setup(args: &CheckSetupArgs) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conditions::Condition;
     use crate::crd::ReauthLink;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn org(ns: &str, name: &str, status: Option<SalesforceOrgStatus>, web: bool) -> SalesforceOrg {
         let auth = if web {
@@ -673,7 +674,7 @@ mod tests {
         Condition {
             type_: conditions::READY.into(),
             status: "False".into(),
-            reason: reason.into(),
+            reason: reason.to_owned().into(),
             message: "do something".into(),
             last_transition_time: Time(Timestamp::UNIX_EPOCH),
             observed_generation: None,

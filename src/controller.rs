@@ -341,8 +341,7 @@ fn gone<S: Salesforce>(
         }
         watcher::Event::InitDone => {
             let orgs = store.state();
-            let live = orgs.iter().filter_map(|o| o.uid()).collect();
-            ctx.forget_all_but(&live);
+            ctx.forget_all_but(orgs.iter().filter_map(|o| o.metadata.uid.as_deref()));
             requeues.retain(orgs.iter().map(|o| {
                 (
                     o.metadata.namespace.as_deref().unwrap_or_default(),
@@ -438,6 +437,12 @@ pub fn trim_cached(org: &mut SalesforceOrg) {
         if annotations.is_empty() {
             meta.annotations = None;
         }
+    }
+    // Lists read from JSON keep the spare room they grew into (four conditions' worth for three).
+    if let Some(status) = org.status.as_mut() {
+        status.conditions.shrink_to_fit();
+        crate::conditions::share_messages(&mut status.conditions);
+        status.notifications.shrink_to_fit();
     }
 }
 

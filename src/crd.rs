@@ -5,9 +5,13 @@
 //! The wire shape keeps `spec.auth` as three optional members because that is what users write;
 //! [`AuthFlow`] is the checked form the controller works with, where "exactly one" is a type.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, Time,
+};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+
+use crate::conditions::Condition;
 
 /// The API group of every resource this operator defines.
 pub const GROUP: &str = "orgtokens.dev";
@@ -280,20 +284,21 @@ pub struct NotificationRecord {
 }
 
 /// The authentication flow. The CRD keeps three optional members; the CEL rule makes exactly
-/// one of them present.
+/// one of them present. Each is boxed: one is set, and the other two then cost a pointer
+/// instead of their whole size in every cached org.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.webServer) ? 1 : 0) + (has(self.jwtBearer) ? 1 : 0) + (has(self.clientCredentials) ? 1 : 0) == 1").message("set exactly one of auth.webServer (a person logs in through a link), auth.jwtBearer (certificate, no person) or auth.clientCredentials (My Domain run-as user)"))]
 pub struct AuthSpec {
     /// OAuth web server flow with PKCE: a person authorizes through the re-auth link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub web_server: Option<WebServerAuth>,
+    pub web_server: Option<Box<WebServerAuth>>,
     /// OAuth JWT bearer flow: the operator signs an assertion with a private key; no person needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_bearer: Option<JwtBearerAuth>,
+    pub jwt_bearer: Option<Box<JwtBearerAuth>>,
     /// OAuth client credentials flow (My Domain only): the app's run-as user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_credentials: Option<ClientCredentialsAuth>,
+    pub client_credentials: Option<Box<ClientCredentialsAuth>>,
 }
 
 /// Web server flow settings.
@@ -381,7 +386,7 @@ pub struct TokenSecretRef {
 pub struct Dependents {
     /// CronJobs in this namespace whose labels match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cron_job_selector: Option<LabelSelector>,
+    pub cron_job_selector: Option<CronJobSelector>,
     /// CronJobs in this namespace named explicitly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
@@ -392,6 +397,66 @@ pub struct Dependents {
         )
     )]
     pub cron_job_names: Option<Vec<String>>,
+}
+
+/// A label selector: Kubernetes' `LabelSelector` on the wire and in the schema, held compactly.
+/// Every org's spec stays in the operator's cache for as long as the org exists, and the
+/// `BTreeMap` of a one-label `matchLabels` allocates a node sized for eleven (about 0.5 KiB).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(from = "LabelSelector", into = "LabelSelector")]
+pub struct CronJobSelector {
+    labels: Box<[(String, String)]>,
+    expressions: Box<[LabelSelectorRequirement]>,
+}
+
+impl CronJobSelector {
+    /// The selector in Kubernetes' own type, to match labels or to list with.
+    pub fn to_label_selector(&self) -> LabelSelector {
+        self.clone().into()
+    }
+}
+
+impl From<LabelSelector> for CronJobSelector {
+    fn from(selector: LabelSelector) -> Self {
+        Self {
+            labels: selector
+                .match_labels
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            expressions: selector.match_expressions.unwrap_or_default().into(),
+        }
+    }
+}
+
+impl From<CronJobSelector> for LabelSelector {
+    fn from(selector: CronJobSelector) -> Self {
+        // An absent and an empty matchLabels select alike; absent is what users write.
+        Self {
+            match_labels: (!selector.labels.is_empty())
+                .then(|| selector.labels.into_vec().into_iter().collect()),
+            match_expressions: (!selector.expressions.is_empty())
+                .then(|| selector.expressions.into_vec()),
+        }
+    }
+}
+
+impl schemars::JsonSchema for CronJobSelector {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        LabelSelector::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        LabelSelector::schema_id()
+    }
+
+    fn inline_schema() -> bool {
+        LabelSelector::inline_schema()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        LabelSelector::json_schema(generator)
+    }
 }
 
 /// What a person reads first, like the "Token Valid" badge of a backup product.
@@ -520,9 +585,9 @@ impl AuthSpec {
     /// The one flow this spec names.
     pub fn flow(&self) -> Result<AuthFlow, SpecError> {
         match (&self.web_server, &self.jwt_bearer, &self.client_credentials) {
-            (Some(w), None, None) => Ok(AuthFlow::WebServer(w.clone())),
-            (None, Some(j), None) => Ok(AuthFlow::JwtBearer(j.clone())),
-            (None, None, Some(c)) => Ok(AuthFlow::ClientCredentials(c.clone())),
+            (Some(w), None, None) => Ok(AuthFlow::WebServer(w.as_ref().clone())),
+            (None, Some(j), None) => Ok(AuthFlow::JwtBearer(j.as_ref().clone())),
+            (None, None, Some(c)) => Ok(AuthFlow::ClientCredentials(c.as_ref().clone())),
             (w, j, c) => Err(SpecError::AuthFlowCount(
                 usize::from(w.is_some()) + usize::from(j.is_some()) + usize::from(c.is_some()),
             )),
@@ -595,7 +660,7 @@ mod tests {
         SalesforceOrgSpec {
             login_url: "https://login.salesforce.com".into(),
             auth: AuthSpec {
-                web_server: Some(web()),
+                web_server: Some(Box::new(web())),
                 ..Default::default()
             },
             token_secret_ref: TokenSecretRef { name: "t".into() },
@@ -622,22 +687,22 @@ mod tests {
             (AuthSpec::default(), Err(SpecError::AuthFlowCount(0))),
             (
                 AuthSpec {
-                    web_server: Some(web()),
+                    web_server: Some(Box::new(web())),
                     ..Default::default()
                 },
                 Ok(AuthFlow::WebServer(web())),
             ),
             (
                 AuthSpec {
-                    jwt_bearer: Some(jwt.clone()),
+                    jwt_bearer: Some(Box::new(jwt.clone())),
                     ..Default::default()
                 },
                 Ok(AuthFlow::JwtBearer(jwt.clone())),
             ),
             (
                 AuthSpec {
-                    web_server: Some(web()),
-                    jwt_bearer: Some(jwt),
+                    web_server: Some(Box::new(web())),
+                    jwt_bearer: Some(Box::new(jwt)),
                     client_credentials: None,
                 },
                 Err(SpecError::AuthFlowCount(2)),

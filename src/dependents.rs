@@ -165,7 +165,7 @@ pub fn selects_meta(
         .as_ref()
         .is_some_and(|names| names.iter().any(|n| n == name));
     let by_label = d.cron_job_selector.as_ref().is_some_and(|sel| {
-        Selector::try_from(sel.clone()).is_ok_and(|selector| selector.matches(labels))
+        Selector::try_from(sel.to_label_selector()).is_ok_and(|selector| selector.matches(labels))
     });
     by_name || by_label
 }

@@ -28,6 +28,7 @@ use prometheus_client::registry::Registry;
 
 use crate::conditions;
 use crate::crd::{SalesforceOrg, TokenState};
+use crate::reconcile::context::OrgKey;
 use crate::salesforce::{AppCredentials, Identity, Salesforce, SfError, TokenResponse};
 use crate::secret::SecretString;
 
@@ -204,7 +205,7 @@ pub struct OrgSource {
     /// The reflector store of SalesforceOrgs.
     pub store: Store<SalesforceOrg>,
     /// The time of the last Salesforce check per org uid, made by this process.
-    pub last_checks: Box<dyn Fn() -> HashMap<String, Timestamp> + Send + Sync>,
+    pub last_checks: Box<dyn Fn() -> HashMap<OrgKey, Timestamp> + Send + Sync>,
 }
 
 /// Keeps per-org series reported; dropping it removes them.
@@ -243,7 +244,7 @@ pub struct OrgSample {
 /// default.
 pub fn org_samples(
     orgs: &[Arc<SalesforceOrg>],
-    last_checks: &HashMap<String, Timestamp>,
+    last_checks: &HashMap<OrgKey, Timestamp>,
     now: Timestamp,
 ) -> ([(TokenState, u64); 4], Vec<OrgSample>) {
     let mut by_state = [
@@ -270,7 +271,9 @@ pub fn org_samples(
                 .unwrap_or(now);
             ((now.as_millisecond() - since.as_millisecond()) as f64 / 1000.0).max(0.0)
         });
-        let checked_here = org.uid().and_then(|uid| last_checks.get(&uid).copied());
+        let checked_here = org
+            .uid()
+            .and_then(|uid| last_checks.get(&OrgKey::of(&uid)).copied());
         let last_check = checked_here
             .or_else(|| status.and_then(|s| s.last_checked_at.as_ref()).map(|t| t.0))
             .map(secs);
@@ -501,8 +504,9 @@ impl<S: Salesforce> Salesforce for Instrumented<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conditions::Condition;
     use crate::crd::SalesforceOrgStatus;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn org(name: &str, uid: &str, status: Option<SalesforceOrgStatus>) -> Arc<SalesforceOrg> {
         let mut org: SalesforceOrg = serde_json::from_value(serde_json::json!({
@@ -524,7 +528,7 @@ mod tests {
     fn token_valid(status: &str, since: &str) -> Condition {
         Condition {
             type_: conditions::TOKEN_VALID.into(),
-            status: status.into(),
+            status: status.to_owned().into(),
             reason: "r".into(),
             message: "m".into(),
             last_transition_time: Time(at(since)),
@@ -553,7 +557,7 @@ mod tests {
             org("b", "u-b", Some(valid)),
             org("c", "u-c", None),
         ];
-        let checks = HashMap::from([("u-b".to_owned(), at("2027-01-15T09:59:00Z"))]);
+        let checks = HashMap::from([(OrgKey::of("u-b"), at("2027-01-15T09:59:00Z"))]);
         let (by_state, samples) = org_samples(&orgs, &checks, now);
         assert_eq!(
             by_state.map(|(_, n)| n),

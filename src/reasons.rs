@@ -97,6 +97,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason with this CamelCase name.
+    pub fn parse(name: &str) -> Option<Self> {
+        use serde::de::IntoDeserializer;
+        let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            name.into_deserializer();
+        Self::deserialize(name).ok()
+    }
+
     /// The reason as conditions carry it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -271,7 +271,7 @@ fn ready(org: &SalesforceOrg) -> (String, String) {
     org.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| (c.reason.clone(), c.message.clone()))
+        .map(|c| (c.reason.to_string(), c.message.to_string()))
         .unwrap_or_default()
 }
 
@@ -1563,7 +1563,7 @@ fn expiring_soon(org: &SalesforceOrg) -> Option<(String, String)> {
         .conditions
         .iter()
         .find(|c| c.type_ == "TokenExpiringSoon")
-        .map(|c| (c.status.clone(), c.reason.clone()))
+        .map(|c| (c.status.to_string(), c.reason.to_string()))
 }
 
 /// Waits until `check` holds for the org, for at most `timeout`.
@@ -1668,7 +1668,7 @@ async fn an_expiring_authorization_warns_in_time_and_a_login_through_the_link_re
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TokenExpiringSoon"))
-        .map(|c| c.message.clone())
+        .map(|c| c.message.to_string())
         .unwrap_or_default();
     assert!(message.contains(&expires.to_string()), "{message}");
     assert!(message.contains("status.reauth.url"), "{message}");

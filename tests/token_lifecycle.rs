@@ -35,7 +35,7 @@ fn reason_of(org: &sforg_operator::crd::SalesforceOrg, type_: &str) -> (String, 
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .expect("condition present");
-    (c.status.clone(), c.reason.clone())
+    (c.status.to_string(), c.reason.to_string())
 }
 
 /// The Ready condition's message.
@@ -43,7 +43,7 @@ fn ready_message(org: &sforg_operator::crd::SalesforceOrg) -> String {
     org.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
+        .map(|c| c.message.to_string())
         .unwrap_or_default()
 }
 
@@ -628,7 +628,7 @@ async fn a_refresh_refused_for_want_of_a_secret_names_the_setting() {
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
+        .map(|c| c.message.to_string())
         .unwrap_or_default();
     assert!(
         message.contains("Require secret for Refresh Token Flow")
@@ -692,7 +692,7 @@ async fn external_client_app_policies_end_connections_with_their_reasons() {
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
+        .map(|c| c.message.to_string())
         .unwrap_or_default();
     assert!(
         message.contains("External Client App") && message.contains("permission set"),
@@ -866,7 +866,7 @@ async fn the_keepalive_outruns_an_idle_limit_and_a_shorter_one_warns() {
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TokenExpiringSoon"))
-        .map(|c| c.message.clone())
+        .map(|c| c.message.to_string())
         .unwrap_or_default();
     assert!(message.contains("--refresh-keepalive"), "{message}");
 }

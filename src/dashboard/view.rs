@@ -3,9 +3,9 @@
 //! interpolated value: org names, reasons, Salesforce messages and Event notes are user data.
 //! Nothing here reads the token Secret, so no token can reach a page.
 
+use crate::conditions::Condition;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -115,7 +115,7 @@ impl Row {
         };
         let ready = status.and_then(|s| conditions::get(&s.conditions, conditions::READY));
         let (reason, message) = match ready {
-            Some(c) => (c.reason.clone(), c.message.clone()),
+            Some(c) => (c.reason.to_string(), c.message.to_string()),
             None => (
                 "NotCheckedYet".to_owned(),
                 "The operator has not looked at this org yet: is it running, and does it \
@@ -542,8 +542,8 @@ pub fn message_page(title: &str, message: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conditions::Condition;
     use crate::crd::{ReauthLink, SalesforceOrgStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use serde_json::json;
 
     fn org(name: &str, status: Option<SalesforceOrgStatus>) -> SalesforceOrg {
@@ -560,9 +560,9 @@ mod tests {
 
     fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
         Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
+            type_: type_.to_owned().into(),
+            status: status.to_owned().into(),
+            reason: reason.to_owned().into(),
             message: message.into(),
             last_transition_time: Time(Timestamp::from_second(1_700_000_000).unwrap()),
             observed_generation: None,

@@ -86,6 +86,35 @@ impl HoldsAtStart {
     }
 }
 
+/// An org's uid as a map key of 16 bytes, not a 36-character string: the memo map has an
+/// entry per org. A uid is a UUID, so the key is the UUID's own 128 bits; anything else (never
+/// seen from an API server) is hashed into them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OrgKey(u128);
+
+impl OrgKey {
+    /// The key of the org with this uid.
+    pub fn of(uid: &str) -> Self {
+        let hex: String = uid.chars().filter(|c| *c != '-').collect();
+        if uid.len() == 36
+            && hex.len() == 32
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(bits) = u128::from_str_radix(&hex, 16)
+        {
+            return Self(bits);
+        }
+        // Not a UUID: two hashes of it, marked apart from every UUID by a version nibble of 0
+        // (every UUID an API server generates is version 4).
+        use std::hash::{Hash, Hasher};
+        let half = |salt: u8| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (salt, uid).hash(&mut h);
+            u128::from(h.finish())
+        };
+        Self(((half(1) << 64) | half(2)) & !(0xf << 76))
+    }
+}
+
 /// Shared state of the reconciler.
 pub struct Context<S> {
     /// The Kubernetes client.
@@ -96,9 +125,10 @@ pub struct Context<S> {
     pub settings: Settings,
     /// Event recorder.
     pub recorder: Recorder,
-    /// The last check of each org (by uid), so status writes and watch echoes do not cause
-    /// extra Salesforce calls.
-    memos: Mutex<HashMap<String, Memo>>,
+    /// The last check of each org, so status writes and watch echoes do not cause extra
+    /// Salesforce calls. Boxed: the map keeps room for more entries than it holds, and a
+    /// pointer is what each spare slot then costs.
+    memos: Mutex<HashMap<OrgKey, Box<Memo>>>,
     /// Re-assertions of holds against other writers, for their backoff.
     pub dependents: dependents::Tracker,
     /// Holds found on CronJobs when this controller started.
@@ -124,34 +154,39 @@ impl<S> Context<S> {
 
     /// The last check of an org.
     pub fn memo(&self, uid: &str) -> Option<Memo> {
-        self.memos.lock().ok()?.get(uid).cloned()
+        self.memos
+            .lock()
+            .ok()?
+            .get(&OrgKey::of(uid))
+            .map(|memo| (**memo).clone())
     }
 
     /// Remembers a check.
     pub fn remember(&self, uid: &str, memo: Memo) {
         if let Ok(mut memos) = self.memos.lock() {
-            memos.insert(uid.to_owned(), memo);
+            memos.insert(OrgKey::of(uid), Box::new(memo));
         }
     }
 
     /// Forgets a deleted org.
     pub fn forget(&self, uid: &str) {
         if let Ok(mut memos) = self.memos.lock() {
-            memos.remove(uid);
+            memos.remove(&OrgKey::of(uid));
         }
         self.settings.held.release(uid);
     }
 
     /// Forgets the checks of orgs not in `live` (uids): orgs deleted while a watch was down,
     /// whose deletion no event reported.
-    pub fn forget_all_but(&self, live: &std::collections::HashSet<String>) {
+    pub fn forget_all_but<'a>(&self, live: impl IntoIterator<Item = &'a str>) {
+        let live: std::collections::HashSet<OrgKey> = live.into_iter().map(OrgKey::of).collect();
         if let Ok(mut memos) = self.memos.lock() {
-            memos.retain(|uid, _| live.contains(uid));
+            memos.retain(|key, _| live.contains(key));
         }
     }
 
-    /// When this process last checked each org against Salesforce, by uid (for metrics).
-    pub fn last_checks(&self) -> HashMap<String, Timestamp> {
+    /// When this process last checked each org against Salesforce (for metrics).
+    pub fn last_checks(&self) -> HashMap<OrgKey, Timestamp> {
         self.memos
             .lock()
             .map(|memos| {
@@ -159,9 +194,35 @@ impl<S> Context<S> {
                     .iter()
                     // A memo without a verdict stands for a check made before a restart.
                     .filter(|(_, m)| m.verdict.is_some())
-                    .map(|(uid, m)| (uid.clone(), m.at))
+                    .map(|(key, m)| (*key, m.at))
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrgKey;
+
+    #[test]
+    fn org_keys_are_a_uuids_bits_and_tell_uids_apart() {
+        let uuid = "0a1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d";
+        assert_eq!(
+            OrgKey::of(uuid),
+            OrgKey(0x0a1b_2c3d_4e5f_4a7b_8c9d_0e1f_2a3b_4c5d)
+        );
+        assert_ne!(
+            OrgKey::of(uuid),
+            OrgKey::of("0a1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5e")
+        );
+        // Not a UUID: hashed, the same each time, never a version-4 UUID's bits.
+        assert_eq!(OrgKey::of("uid-1"), OrgKey::of("uid-1"));
+        assert_ne!(OrgKey::of("uid-1"), OrgKey::of("uid-2"));
+        assert_eq!((OrgKey::of("uid-1").0 >> 76) & 0xf, 0);
+        assert_eq!(
+            (OrgKey::of("+a1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d").0 >> 76) & 0xf,
+            0
+        );
     }
 }

@@ -16,7 +16,7 @@ use kube::{Client, ResourceExt};
 use super::context::HoldsAtStart;
 use super::decide::{self, FlowKind, Gathered, HeldTokensState, LinkFacts, Memo};
 use super::{CHECK_ANNOTATION, Error, Settings};
-use crate::crd::{AuthFlow, SalesforceOrg, TokenState};
+use crate::crd::{AuthFlow, CronJobSelector, SalesforceOrg, TokenState};
 use crate::credentials;
 use crate::dependents::{self, CronJobView, Tracker};
 use crate::messages;
@@ -210,7 +210,8 @@ pub async fn cronjobs(
     let api: Api<CronJob> = Api::namespaced(client.clone(), &ns);
     let mut found: BTreeMap<String, CronJob> = BTreeMap::new();
     let selector = dependents
-        .and_then(|d| d.cron_job_selector.clone())
+        .and_then(|d| d.cron_job_selector.as_ref())
+        .map(CronJobSelector::to_label_selector)
         .and_then(|s| Selector::try_from(s).ok());
     if let Some(selector) = selector.filter(|s| !s.selects_all()) {
         let params = ListParams::default().labels_from(&selector);

@@ -542,5 +542,9 @@ pub fn condition(org: &SalesforceOrg, type_: &str) -> (String, String, String) {
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .unwrap_or_else(|| panic!("condition {type_} present"));
-    (c.status.clone(), c.reason.clone(), c.message.clone())
+    (
+        c.status.to_string(),
+        c.reason.to_string(),
+        c.message.to_string(),
+    )
 }

@@ -26,11 +26,11 @@ impl OrgSpec {
         Self(SalesforceOrgSpec {
             login_url: "https://login.salesforce.com".into(),
             auth: AuthSpec {
-                web_server: Some(WebServerAuth {
+                web_server: Some(Box::new(WebServerAuth {
                     client_id: client_id.into(),
                     client_secret_ref: Some(demo_app_secret()),
                     scopes: vec!["api".into(), "refresh_token".into()],
-                }),
+                })),
                 ..AuthSpec::default()
             },
             token_secret_ref: TokenSecretRef {
@@ -48,11 +48,11 @@ impl OrgSpec {
     pub fn jwt(name: &str, client_id: &str, username: &str, key: SecretKeyRef) -> Self {
         let mut spec = Self::web(name, client_id);
         spec.0.auth = AuthSpec {
-            jwt_bearer: Some(JwtBearerAuth {
+            jwt_bearer: Some(Box::new(JwtBearerAuth {
                 client_id: client_id.into(),
                 username: username.into(),
                 private_key_ref: key,
-            }),
+            })),
             ..AuthSpec::default()
         };
         spec
@@ -63,10 +63,10 @@ impl OrgSpec {
         let mut spec = Self::web(name, client_id);
         spec.0.login_url = login_url.into();
         spec.0.auth = AuthSpec {
-            client_credentials: Some(ClientCredentialsAuth {
+            client_credentials: Some(Box::new(ClientCredentialsAuth {
                 client_id: client_id.into(),
                 client_secret_ref: demo_app_secret(),
-            }),
+            })),
             ..AuthSpec::default()
         };
         spec
@@ -105,10 +105,13 @@ impl OrgSpec {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         self.0.dependents = Some(Dependents {
-            cron_job_selector: Some(LabelSelector {
-                match_labels: Some(match_labels),
-                ..LabelSelector::default()
-            }),
+            cron_job_selector: Some(
+                LabelSelector {
+                    match_labels: Some(match_labels),
+                    ..LabelSelector::default()
+                }
+                .into(),
+            ),
             cron_job_names: None,
         });
         self

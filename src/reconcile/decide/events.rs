@@ -17,8 +17,8 @@ pub const PERSISTED_EVENT: &str = "TokenPersisted";
 fn ready_reason(status: &SalesforceOrgStatus) -> (String, Option<String>) {
     let ready = conditions::get(&status.conditions, conditions::READY);
     (
-        ready.map(|c| c.reason.clone()).unwrap_or_default(),
-        ready.map(|c| c.message.clone()),
+        ready.map(|c| c.reason.to_string()).unwrap_or_default(),
+        ready.map(|c| c.message.to_string()),
     )
 }
 
@@ -59,7 +59,7 @@ pub fn expiring(before: &SalesforceOrgStatus, after: &SalesforceOrgStatus) -> Op
     Some(Event {
         type_: EventType::Warning,
         reason: EXPIRING_SOON_EVENT.into(),
-        note: Some(now.message.clone()),
+        note: Some(now.message.to_string()),
         action: "Forecast".into(),
         secondary: None,
     })

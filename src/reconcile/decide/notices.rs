@@ -47,7 +47,10 @@ fn unix(t: &Time) -> i64 {
 
 fn ready(status: &SalesforceOrgStatus) -> (Option<String>, Option<String>) {
     let c = conditions::get(&status.conditions, conditions::READY);
-    (c.map(|c| c.reason.clone()), c.map(|c| c.message.clone()))
+    (
+        c.map(|c| c.reason.to_string()),
+        c.map(|c| c.message.to_string()),
+    )
 }
 
 /// The short digest that names a refused login (the callback records no time).
@@ -210,8 +213,8 @@ fn expiring(uid: &str, after: &SalesforceOrgStatus) -> Option<Notice> {
         ),
         kind: NoticeKind::ExpiringSoon,
         reminder: None,
-        reason: Some(c.reason.clone()),
-        message: Some(c.message.clone()),
+        reason: Some(c.reason.to_string()),
+        message: Some(c.message.to_string()),
         since: c.last_transition_time.clone(),
     })
 }

@@ -334,7 +334,7 @@ fn status_is_unchanged_when_nothing_changed() {
     };
     let after = status::render(&first, &expired, Some(1), later);
     assert_eq!(after.state, Some(TokenState::Expired));
-    let ready = conditions::get(&after.conditions, conditions::READY).map(|c| c.status.as_str());
+    let ready = conditions::get(&after.conditions, conditions::READY).map(|c| c.status.as_ref());
     assert_eq!(ready, Some("False"));
     assert_eq!(after.org_id, first.org_id, "the pinned org survives expiry");
 }
@@ -587,7 +587,11 @@ fn expired_status() -> SalesforceOrgStatus {
 
 fn ready(s: &SalesforceOrgStatus) -> (String, String, String) {
     let c = conditions::get(&s.conditions, conditions::READY).expect("Ready");
-    (c.status.clone(), c.reason.clone(), c.message.clone())
+    (
+        c.status.to_string(),
+        c.reason.to_string(),
+        c.message.to_string(),
+    )
 }
 
 #[test]
@@ -871,7 +875,7 @@ fn unpersisted_tokens_are_unknown_never_expired() {
     assert_eq!(s.state, Some(TokenState::Unknown));
     let c = conditions::get(&s.conditions, conditions::TOKEN_VALID).expect("TokenValid");
     assert_eq!(
-        (c.status.as_str(), c.reason.as_str()),
+        (c.status.as_ref(), c.reason.as_ref()),
         ("Unknown", "TokenNotPersisted")
     );
     assert!(c.message.contains("denied by policy"), "{}", c.message);
@@ -1248,7 +1252,7 @@ fn the_condition_flips_at_the_lead_time_by_requeue_and_writes_once() {
         .cloned()
         .unwrap();
     assert_eq!(
-        (cond.status.as_str(), cond.reason.as_str()),
+        (cond.status.as_ref(), cond.reason.as_ref()),
         ("False", "ExpiresLater")
     );
     assert_eq!(first.status.reauth, None);
@@ -1268,7 +1272,7 @@ fn the_condition_flips_at_the_lead_time_by_requeue_and_writes_once() {
         .cloned()
         .unwrap();
     assert_eq!(
-        (cond.status.as_str(), cond.reason.as_str()),
+        (cond.status.as_ref(), cond.reason.as_ref()),
         ("True", "ExpiringSoon")
     );
     assert_eq!(cond.observed_generation, Some(1));
@@ -1288,7 +1292,7 @@ fn the_condition_flips_at_the_lead_time_by_requeue_and_writes_once() {
         .cloned()
         .unwrap();
     assert_eq!(
-        (cond.status.as_str(), cond.reason.as_str()),
+        (cond.status.as_ref(), cond.reason.as_ref()),
         ("False", "ExpiresLater")
     );
     assert_eq!(third.status.expiry_lead_time, None);

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use crate::conditions::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
@@ -17,10 +18,10 @@ fn at(secs: i64) -> Timestamp {
 
 fn cond(type_: &str, status: &str, reason: &str, since: i64) -> Condition {
     Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: format!("{type_} {reason}"),
+        type_: type_.to_owned().into(),
+        status: status.to_owned().into(),
+        reason: reason.to_owned().into(),
+        message: format!("{type_} {reason}").into(),
         last_transition_time: Time(at(since)),
         observed_generation: None,
     }
