@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, Time,
 };
 use kube::{CustomResource, KubeSchema};
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::conditions::Condition;
@@ -129,18 +131,19 @@ pub struct SalesforceOrgSpec {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("checkInterval must be a duration between 1m and 24h written with h, m and s, for example 15m or 1h30m"))]
     pub check_interval: Option<String>,
 
+    // This and notifications are boxed: rarely set, and every cached org carries the fields.
     /// The refresh token policy of the Connected App or External Client App, as its Salesforce
     /// admin set it (the operator cannot read it from Salesforce). It drives
     /// status.authorizationExpiresAt and the TokenExpiringSoon condition. Defaults to
     /// ValidUntilRevoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token_policy: Option<RefreshTokenPolicy>,
+    pub refresh_token_policy: Option<Box<RefreshTokenPolicy>>,
 
     /// Who is told when the org needs a person: channels the cluster administrator defined
     /// (by name) and email recipients. Orgs that set nothing use the operator's default
     /// channels (--notification-default-channels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notifications: Option<NotificationsSpec>,
+    pub notifications: Option<Box<NotificationsSpec>>,
 }
 
 /// The app's refresh token policy: `type` and, except for ValidUntilRevoked, `duration`.
@@ -284,8 +287,9 @@ pub struct NotificationRecord {
 }
 
 /// The authentication flow. The CRD keeps three optional members; the CEL rule makes exactly
-/// one of them present. Each is boxed: one is set, and the other two then cost a pointer
-/// instead of their whole size in every cached org.
+/// one of them present.
+// Each is boxed: one is set, and the other two then cost a pointer instead of their whole
+// size in every cached org.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.webServer) ? 1 : 0) + (has(self.jwtBearer) ? 1 : 0) + (has(self.clientCredentials) ? 1 : 0) == 1").message("set exactly one of auth.webServer (a person logs in through a link), auth.jwtBearer (certificate, no person) or auth.clientCredentials (My Domain run-as user)"))]
@@ -314,17 +318,43 @@ pub struct WebServerAuth {
     pub client_secret_ref: Option<SecretKeyRef>,
     /// OAuth scopes to request. Must include refresh_token (or offline_access) so the connection
     /// survives without a person. Defaults to [api, refresh_token].
-    #[serde(default = "default_scopes")]
+    #[serde(default = "default_scopes", deserialize_with = "known_scopes")]
     #[schemars(
         length(min = 1, max = 16),
         inner(length(min = 1, max = 64), regex(pattern = r"^[a-z_]+$"))
     )]
     #[x_kube(validation = Rule::new("self.exists(s, s == 'refresh_token' || s == 'offline_access')").message("scopes must include refresh_token (or offline_access), otherwise Salesforce issues no refresh token and the org expires with every session"))]
-    pub scopes: Vec<String>,
+    // Salesforce's scope names, borrowed when read back: every web server org carries them.
+    pub scopes: Vec<Cow<'static, str>>,
 }
 
-fn default_scopes() -> Vec<String> {
-    vec!["api".to_owned(), "refresh_token".to_owned()]
+fn default_scopes() -> Vec<Cow<'static, str>> {
+    vec![Cow::Borrowed("api"), Cow::Borrowed("refresh_token")]
+}
+
+/// Scopes read back, each the static spelling when it is one of Salesforce's common scopes.
+fn known_scopes<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Cow<'static, str>>, D::Error> {
+    const KNOWN: [&str; 7] = [
+        "api",
+        "refresh_token",
+        "offline_access",
+        "full",
+        "web",
+        "id",
+        "openid",
+    ];
+    let scopes = Vec::<String>::deserialize(deserializer)?;
+    Ok(scopes
+        .into_iter()
+        .map(
+            |scope| match KNOWN.into_iter().find(|known| *known == scope) {
+                Some(known) => Cow::Borrowed(known),
+                None => Cow::Owned(scope),
+            },
+        )
+        .collect())
 }
 
 /// JWT bearer flow settings.
@@ -673,6 +703,46 @@ mod tests {
     }
 
     #[test]
+    fn scopes_read_back_borrow_salesforces_names() {
+        let read = |json: serde_json::Value| -> WebServerAuth {
+            serde_json::from_value(json).expect("webServer")
+        };
+        let given = read(
+            serde_json::json!({"clientId": "c", "scopes": ["api", "refresh_token", "chatter_api"]}),
+        );
+        assert!(matches!(given.scopes[0], Cow::Borrowed("api")));
+        assert!(matches!(given.scopes[1], Cow::Borrowed("refresh_token")));
+        assert!(matches!(&given.scopes[2], Cow::Owned(s) if s == "chatter_api"));
+        let defaulted = read(serde_json::json!({"clientId": "c"}));
+        assert_eq!(defaulted.scopes, ["api", "refresh_token"]);
+        assert_eq!(
+            serde_json::to_value(&given).expect("json")["scopes"],
+            serde_json::json!(["api", "refresh_token", "chatter_api"])
+        );
+    }
+
+    #[test]
+    fn a_cronjob_selector_reads_and_writes_as_a_label_selector() {
+        let json = serde_json::json!({"matchLabels": {"orgtokens.dev/org": "acme"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]});
+        let selector: CronJobSelector = serde_json::from_value(json.clone()).expect("selector");
+        assert_eq!(serde_json::to_value(&selector).expect("json"), json);
+        let labels = selector
+            .to_label_selector()
+            .match_labels
+            .unwrap_or_default();
+        assert_eq!(
+            labels.get("orgtokens.dev/org").map(String::as_str),
+            Some("acme")
+        );
+        let empty: CronJobSelector = serde_json::from_value(serde_json::json!({})).expect("empty");
+        assert_eq!(
+            serde_json::to_value(&empty).expect("json"),
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
     fn auth_flow_requires_exactly_one() {
         let key = SecretKeyRef {
             name: "k".into(),
@@ -737,9 +807,11 @@ mod tests {
         ];
         for (policy, want) in cases {
             let mut s = spec(None);
-            s.refresh_token_policy = policy.map(|(type_, d)| RefreshTokenPolicy {
-                type_,
-                duration: d.map(str::to_owned),
+            s.refresh_token_policy = policy.map(|(type_, d)| {
+                Box::new(RefreshTokenPolicy {
+                    type_,
+                    duration: d.map(str::to_owned),
+                })
             });
             assert_eq!(s.refresh_token_policy().map_err(|_| ()), want, "{policy:?}");
         }

@@ -174,7 +174,11 @@ pub fn fix(reason: LostReason) -> &'static str {
 }
 
 /// An answer of the authorize endpoint, as a checklist item.
-pub fn authorize_item(answer: &AuthorizeAnswer, callback_url: &str, scopes: &[String]) -> Item {
+pub fn authorize_item(
+    answer: &AuthorizeAnswer,
+    callback_url: &str,
+    scopes: &[std::borrow::Cow<'static, str>],
+) -> Item {
     const WHAT: &str = "Consumer key, callback URL, scopes and PKCE (Salesforce's login page)";
     let scopes = scopes.join(" ");
     match answer {
@@ -492,7 +496,7 @@ async fn web_server(
 
 /// What Salesforce's login page says of the consumer key, callback URL, scopes and PKCE.
 async fn authorize_page_item(sf: &HttpSalesforce, inputs: &Inputs, w: &WebServerAuth) -> Item {
-    let scopes: Vec<&str> = w.scopes.iter().map(String::as_str).collect();
+    let scopes: Vec<&str> = w.scopes.iter().map(AsRef::as_ref).collect();
     let Some(callback) = &inputs.callback_url else {
         return Item::new(
             Mark::Skip,
@@ -612,7 +616,7 @@ mod tests {
 
     #[test]
     fn authorize_refusals_name_the_setting() {
-        let scopes = vec!["api".to_owned(), "refresh_token".to_owned()];
+        let scopes = [std::borrow::Cow::Borrowed("api"), "refresh_token".into()];
         let refused = |e: &str, d: &str| AuthorizeAnswer::Refused {
             error: e.into(),
             description: d.into(),

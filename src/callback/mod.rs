@@ -789,7 +789,7 @@ fn to_salesforce<S: Salesforce>(
     };
     let signed = state::sign(app.links.key(), Purpose::State, &state_claims);
     let verifier = state::pkce_verifier(app.links.key(), &nonce);
-    let scopes: Vec<&str> = web.scopes.iter().map(String::as_str).collect();
+    let scopes: Vec<&str> = web.scopes.iter().map(AsRef::as_ref).collect();
     let callback_url = app.links.callback_url();
     let request = AuthorizeRequest {
         login_url: org.spec.login_url.trim_end_matches('/'),

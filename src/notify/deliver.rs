@@ -163,7 +163,7 @@ impl Worker {
         match channel {
             Channel::Webhook(hook) => webhook::send(&hook, &notice).await,
             Channel::Email(mail) => {
-                let (_, recipients) = self.notifier.policy(org.spec.notifications.as_ref());
+                let (_, recipients) = self.notifier.policy(org.spec.notifications.as_deref());
                 email::send(&mail, &notice, &recipients.allowed).await
             }
         }

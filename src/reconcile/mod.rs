@@ -212,7 +212,7 @@ fn notices(
     outcome: &mut decide::Outcome,
     now: k8s_openapi::jiff::Timestamp,
 ) {
-    let (policy, recipients) = notifier.policy(org.spec.notifications.as_ref());
+    let (policy, recipients) = notifier.policy(org.spec.notifications.as_deref());
     if recipients.refused != gathered.status.refused_recipients && !recipients.refused.is_empty() {
         outcome
             .events

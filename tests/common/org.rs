@@ -129,10 +129,10 @@ impl OrgSpec {
         type_: RefreshTokenPolicyType,
         duration: Option<&str>,
     ) -> Self {
-        self.0.refresh_token_policy = Some(RefreshTokenPolicy {
+        self.0.refresh_token_policy = Some(Box::new(RefreshTokenPolicy {
             type_,
             duration: duration.map(str::to_owned),
-        });
+        }));
         self
     }
 
