@@ -8,8 +8,12 @@
 #                             Secret and 2 CronJobs, created as kubectl apply + Argo CD leave
 #                             them): RSS, cold start, the API server's status-write ceiling, a
 #                             restart, failing check -> CronJob suspended (SFORG_BENCH_ORGS=N
-#                             changes 10k; SFORG_BENCH_HUGE=100000 adds a 100k step, about an
-#                             hour: each org with its Secret and 1 CronJob, interval 15m)
+#                             changes 10k; SFORG_BENCH_HUGE=100000 adds a 100k step, about 25
+#                             minutes: each org with its Secret and 1 CronJob, interval 15m;
+#                             SFORG_OPERATOR_BIN measures another build, for example the image's
+#                             static musl binary from scripts/build-static.sh;
+#                             SFORG_BENCH_VARIANTS="label|binary|ENV=V;..." compares builds on the
+#                             same orgs, SFORG_BENCH_VARIANTS_COLD=1 clearing statuses first)
 #   scripts/bench.sh dashboard the dashboard in headless Chromium at 10 and 1,000 orgs: first
 #                             render, and status change -> row updated in the open page
 #   scripts/bench.sh notify   failing check -> webhook and SMTP delivery, p50/p99 over 100 orgs;
