@@ -438,7 +438,7 @@ pub fn trim_cached(org: &mut SalesforceOrg) {
             meta.annotations = None;
         }
     }
-    // Lists read from JSON keep the spare room they grew into (four conditions' worth for three).
+    // Lists read from JSON keep the spare room they grew into (eight conditions' worth for five).
     if let Some(status) = org.status.as_mut() {
         status.conditions.shrink_to_fit();
         crate::conditions::share_messages(&mut status.conditions);
