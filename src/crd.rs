@@ -9,9 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, Time,
 };
 use kube::{CustomResource, KubeSchema};
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 use crate::conditions::Condition;
 
@@ -472,11 +471,11 @@ impl From<CronJobSelector> for LabelSelector {
 }
 
 impl schemars::JsonSchema for CronJobSelector {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
+    fn schema_name() -> Cow<'static, str> {
         LabelSelector::schema_name()
     }
 
-    fn schema_id() -> std::borrow::Cow<'static, str> {
+    fn schema_id() -> Cow<'static, str> {
         LabelSelector::schema_id()
     }
 
